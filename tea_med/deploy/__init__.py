@@ -1,0 +1,1 @@
+"""tea_med.deploy."""
