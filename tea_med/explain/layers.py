@@ -1,0 +1,68 @@
+"""Capturing one layer's activation during a forward pass (for Grad-CAM and attention maps)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+
+class ActivationCapture:
+    """Records the output of the module named ``layer`` (or, when ``layer`` is None, of the last
+    leaf module whose output is a spatial map like the input, i.e. the last convolutional block).
+
+    Hooks are removed on exit, also when the forward raises.
+    """
+
+    def __init__(self, model: nn.Module, layer: str | None, spatial_ndim: int) -> None:
+        self.model = model
+        self.layer = layer
+        self.spatial_ndim = spatial_ndim
+        self.activation: torch.Tensor | None = None
+        self.name: str | None = None
+        self._handles: list[RemovableHandle] = []
+
+    def _targets(self) -> list[tuple[str, nn.Module]]:
+        if self.layer is not None:
+            modules = dict(self.model.named_modules())
+            if self.layer not in modules:
+                leaves = [n for n, m in self.model.named_modules() if n and not list(m.children())]
+                raise ValueError(
+                    f"layer {self.layer!r} is not a module of {type(self.model).__name__}; "
+                    f"e.g. one of {leaves[-5:]}"
+                )
+            return [(self.layer, modules[self.layer])]
+        return [(n, m) for n, m in self.model.named_modules() if n and not list(m.children())]
+
+    def _hook(self, name: str, _module: nn.Module, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and (self.layer is not None or output.ndim == self.spatial_ndim):
+            self.activation, self.name = output, name
+
+    def __enter__(self) -> ActivationCapture:
+        for name, module in self._targets():
+            self._handles.append(module.register_forward_hook(lambda m, i, o, n=name: self._hook(n, m, i, o)))
+        return self
+
+    def result(self) -> torch.Tensor:
+        if self.activation is None:
+            what = f"layer {self.layer!r}" if self.layer else "any spatial layer"
+            raise ValueError(f"{what} produced no tensor output during the forward pass")
+        if self.activation.ndim != self.spatial_ndim:
+            raise ValueError(
+                f"layer {self.name!r} outputs shape {tuple(self.activation.shape)}; a spatial map "
+                f"[B, C, *spatial] with {self.spatial_ndim} dims is needed"
+            )
+        return self.activation
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
