@@ -10,6 +10,7 @@ watches one forward pass and raises :class:`LRPUnsupportedError` naming the offe
 
 from __future__ import annotations
 
+import threading
 from types import TracebackType
 from typing import Any
 
@@ -143,13 +144,15 @@ class ForwardGuard:
         self._handles: list[RemovableHandle] = []
         self._mode = _FunctionWatch(self)
         self._mode_active = False
+        self._thread = threading.get_ident()
 
     # -- module tracking -------------------------------------------------------------------
     def _pre(self, module: nn.Module, _inputs: Any) -> None:
-        self._stack.append(module)
+        if threading.get_ident() == self._thread:
+            self._stack.append(module)
 
     def _post(self, module: nn.Module, _inputs: Any, _output: Any) -> None:
-        if self._stack and self._stack[-1] is module:
+        if threading.get_ident() == self._thread and self._stack and self._stack[-1] is module:
             self._stack.pop()
 
     def _where(self) -> str:

@@ -12,7 +12,8 @@ from torch.utils.hooks import RemovableHandle
 
 class ActivationCapture:
     """Records the output of the module named ``layer`` (or, when ``layer`` is None, of the last
-    leaf module whose output is a spatial map like the input, i.e. the last convolutional block).
+    leaf module whose output is a spatial map like the input (more than one position), i.e.
+    the last convolutional block).
 
     Hooks are removed on exit, also when the forward raises.
     """
@@ -38,7 +39,10 @@ class ActivationCapture:
         return [(n, m) for n, m in self.model.named_modules() if n and not list(m.children())]
 
     def _hook(self, name: str, _module: nn.Module, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and (self.layer is not None or output.ndim == self.spatial_ndim):
+        if not isinstance(output, torch.Tensor):
+            return
+        spatial_map = output.ndim == self.spatial_ndim and output.shape[2:].numel() > 1
+        if self.layer is not None or spatial_map:
             self.activation, self.name = output, name
 
     def __enter__(self) -> ActivationCapture:

@@ -18,12 +18,14 @@ How the modification is applied, and why it is correct for training:
   function baked into the *forward* graph would keep modifying that second backward and give
   weight gradients a few percent off; ``tests/explain/test_lrp_gradcheck.py`` catches this.
 * All state lives in one call's context object: no module-level switches, so two models,
-  threads or DDP ranks never interfere.
+  threads or DDP ranks never interfere (hooks on a model shared by two threads act only in
+  the thread that registered them).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from collections.abc import Callable
 from types import TracebackType
@@ -90,6 +92,7 @@ class _EpsilonRules:
         self.guard = guard
         self.on_valid = on_valid
         self.relus = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+        self.thread = threading.get_ident()  # hooks sit on shared modules: act in this thread only
         self.calls: dict[str, int] = {}
         self.outputs: list[tuple[str, torch.Tensor, int]] = []
         self.module_handles: list[RemovableHandle] = []
@@ -115,6 +118,8 @@ class _EpsilonRules:
         return self
 
     def _forward_hook(self, name: str, _module: nn.Module, _inputs: Any, a: torch.Tensor) -> None:
+        if threading.get_ident() != self.thread:
+            return
         n = self.calls.get(name, 0) + 1
         self.calls[name] = n
         if n > 1:

@@ -78,6 +78,15 @@ def lrp_ready(
         ready.eval()
         try:
             LRPEpsilon(validate="always")(ready, x, torch.zeros(x.shape[0], dtype=torch.long))
+        except LRPUnsupportedError:
+            raise
+        except Exception as err:
+            if example_input is not None:
+                raise
+            raise ValueError(
+                f"the probe forward pass of lrp_ready on a random input of shape {tuple(x.shape)} failed "
+                f"({type(err).__name__}: {err}); pass example_input=<a tensor the model accepts>"
+            ) from err
         finally:
             ready.train(was_training)
     return ready
