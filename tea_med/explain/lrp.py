@@ -7,19 +7,23 @@ LRP-ε with ε in every pre-activation that feeds a ReLU and LRP-0 elsewhere.
 
 How the modification is applied, and why it is correct for training:
 
-* During the explainer's forward pass a hook on each ReLU *module* registers a tensor hook on
-  that ReLU's output. The tensor hook fires in the backward that builds the heatmap and
-  returns ``grad * a / (a + eps)``.
+* During the explainer's forward pass a hook on each ReLU *module* routes its output through
+  :class:`EpsilonReLU`, an autograd function tied to this call (no second ReLU pass). While the heatmap is
+  being built its backward returns ``grad * a / (a + eps)`` directly (the ReLU mask is implied:
+  the factor is 0 where ``a`` is 0).
 * With ``create_graph=True`` that product is recorded by autograd (through
-  :class:`EpsilonFactor`, whose derivative is exact), with ``a`` in the graph: nothing is
+  :class:`EpsilonRule`, whose derivative is exact), with ``a`` in the graph: nothing is
   detached, so the TEA loss gradient flows through the denominators.
-* All hooks are removed as soon as the heatmap exists (``finally``), so a later
-  ``loss.backward()`` through the heatmap and the forward graph is plain autograd. A custom
-  function baked into the *forward* graph would keep modifying that second backward and give
-  weight gradients a few percent off; ``tests/explain/test_lrp_gradcheck.py`` catches this.
+* As soon as the heatmap exists the call's ``active`` flag is cleared (``finally``), so a later
+  ``loss.backward()`` through the heatmap and the forward graph sees a plain ReLU backward. A
+  rule that stays on in that second backward (the classic trap of a function baked into the
+  forward graph) gives weight gradients a few percent off;
+  ``tests/explain/test_lrp_gradcheck.py`` catches it.
 * All state lives in one call's context object: no module-level switches, so two models,
-  threads or DDP ranks never interfere (hooks on a model shared by two threads act only in
-  the thread that registered them).
+  threads or DDP ranks never interfere (hooks on a model shared by two threads act only in the
+  thread whose call installed them, and are removed on every exit path).
+* Memory: :class:`EpsilonRule` saves its own output (which the preceding batch-norm's backward
+  saves anyway) instead of the incoming gradient, so the rule adds no saved tensor.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.utils.hooks import RemovableHandle
 
 from tea_med.explain.base import LRPUnsupportedError
@@ -42,22 +47,58 @@ from tea_med.explain.guard import ForwardGuard
 Validate = Literal["always", "once", "never"]
 
 
-class EpsilonFactor(torch.autograd.Function):
-    """``g * a / (a + eps)`` with an exact, memory-lean derivative (saves ``g`` and ``a`` only)."""
+class EpsilonRule(torch.autograd.Function):
+    """``out = g * a / (a + eps)``, recorded for a later backward (``create_graph=True``).
+
+    Saves ``out`` and ``a`` (both kept alive by the graph anyway) and recovers
+    ``g = out * (a + eps) / a`` where ``a > 0``; where ``a == 0`` both ``out`` and the exact
+    derivative with respect to ``a`` that survives the ReLU are 0. (Activations below the
+    smallest normal float, about 1e-38 in float32, get a slightly smaller derivative.)
+    """
 
     @staticmethod
-    def forward(ctx: Any, g: torch.Tensor, a: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(g, a, eps)
-        return g * a / (a + eps)
+    def forward(ctx: Any, g: torch.Tensor, a: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = g * a / (a + eps)
+        ctx.save_for_backward(out, a, eps)
+        return out
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        g, a, eps = ctx.saved_tensors
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        out, a, eps = ctx.saved_tensors
         denom = a + eps
-        grad_g = grad_out * a / denom if ctx.needs_input_grad[0] else None
-        # d/da [a / (a + eps)] = eps / (a + eps)^2
-        grad_a = grad_out * g * eps / (denom * denom) if ctx.needs_input_grad[1] else None
+        t = grad_out / denom
+        grad_g = t * a if ctx.needs_input_grad[0] else None
+        grad_a = None
+        if ctx.needs_input_grad[1]:
+            # d/da [g a / (a + eps)] = g eps / (a + eps)^2 = out eps / (a (a + eps)). Where a == 0,
+            # out == 0 and the clamp keeps 0/0 away; only denormal activations are approximated.
+            grad_a = t.mul_(out).mul_(eps).div_(a.clamp_min(torch.finfo(a.dtype).tiny))
         return grad_g, grad_a, None
+
+
+class EpsilonReLU(torch.autograd.Function):
+    """A ReLU whose backward follows the ε-rule while its call's ``rules.active`` is set."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: torch.Tensor, a: torch.Tensor, rules: _EpsilonRules, eps: torch.Tensor
+    ) -> torch.Tensor:
+        """``a`` is the ReLU module's own (detached) output: no second ReLU pass."""
+        out = a.view_as(a)
+        ctx.save_for_backward(out)
+        ctx.rules, ctx.eps = rules, eps
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (a,) = ctx.saved_tensors
+        if not ctx.rules.active:  # e.g. the final loss.backward(): a plain ReLU
+            return torch.ops.aten.threshold_backward(grad, a, 0), None, None, None
+        if torch.is_grad_enabled():  # building a heatmap with create_graph=True
+            return EpsilonRule.apply(grad, a, ctx.eps), None, None, None
+        denom = a + ctx.eps
+        return torch.div(a, denom, out=denom).mul_(grad), None, None, None
 
 
 def as_eps(eps: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -76,50 +117,49 @@ def as_eps(eps: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.T
 
 
 class _EpsilonRules:
-    """One explainer call's hooks: the ε-rule at every ReLU, removed on every exit path."""
+    """One explainer call: a forward hook on every ReLU module routes its output through
+    :class:`EpsilonReLU`; hooks are removed and the rule switched off on every exit path."""
 
     def __init__(
         self,
         model: nn.Module,
         eps: torch.Tensor,
-        create_graph: bool,
         guard: ForwardGuard | None,
         on_valid: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
         self.eps = eps
-        self.create_graph = create_graph
         self.guard = guard
         self.on_valid = on_valid
         self.relus = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
-        self.thread = threading.get_ident()  # hooks sit on shared modules: act in this thread only
+        self.thread = threading.get_ident()
+        self.active = False
         self.calls: dict[str, int] = {}
         self.outputs: list[tuple[str, torch.Tensor, int]] = []
-        self.module_handles: list[RemovableHandle] = []
-        self.tensor_handles: list[RemovableHandle] = []
+        self.handles: list[RemovableHandle] = []
 
     def __enter__(self) -> _EpsilonRules:
         try:
             if self.guard is not None:
                 self.guard.__enter__()
-            else:
-                for name, relu in self.relus:
-                    if relu.inplace:
-                        raise LRPUnsupportedError(
-                            f"ReLU module '{name}' is in-place (inplace=True); use "
-                            "tea_med.networks.lrp_ready(model), which returns a copy with in-place off"
-                        )
             for name, relu in self.relus:
-                hook = functools.partial(self._forward_hook, name)
-                self.module_handles.append(relu.register_forward_hook(hook))
+                if relu.inplace:
+                    raise LRPUnsupportedError(
+                        f"ReLU module '{name}' is in-place (inplace=True); use "
+                        "tea_med.networks.lrp_ready(model), which returns a copy with in-place off"
+                    )
+            for name, relu in self.relus:
+                hook = functools.partial(self._relu_hook, name)
+                self.handles.append(relu.register_forward_hook(hook))
+            self.active = True
         except BaseException:
             self._remove()
             raise
         return self
 
-    def _forward_hook(self, name: str, _module: nn.Module, _inputs: Any, a: torch.Tensor) -> None:
+    def _relu_hook(self, name: str, _module: nn.Module, inputs: tuple[Any, ...], a: torch.Tensor) -> Any:
         if threading.get_ident() != self.thread:
-            return
+            return None  # another thread's forward of a shared model: a plain ReLU
         n = self.calls.get(name, 0) + 1
         self.calls[name] = n
         if n > 1:
@@ -127,48 +167,44 @@ class _EpsilonRules:
                 f"ReLU module '{name}' is called {n} times in one forward pass; LRP-ε needs a distinct "
                 "nn.ReLU module per use (see tea_med.networks.lrp_ready)"
             )
-        if not a.requires_grad:
-            return  # no gradient flows here (frozen prefix and an input without grad)
-        if a.shape[0] != self.eps.shape[0]:
+        z = inputs[0]
+        if not z.requires_grad:
+            return None  # no gradient flows here (frozen prefix and an input without grad)
+        if z.shape[0] != self.eps.shape[0]:
             raise LRPUnsupportedError(
-                f"ReLU module '{name}' outputs batch size {a.shape[0]}, the input had {self.eps.shape[0]}; "
+                f"ReLU module '{name}' sees batch size {z.shape[0]}, the input had {self.eps.shape[0]}; "
                 "per-sample ε needs the batch dimension first and unchanged"
             )
-        eps = self.eps.view(-1, *([1] * (a.ndim - 1)))
-        self.tensor_handles.append(a.register_hook(functools.partial(self._rule, a, eps)))
-        self.outputs.append((name, a, a._version))
-
-    def _rule(self, a: torch.Tensor, eps: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        if self.create_graph:
-            return EpsilonFactor.apply(grad, a, eps)
-        denom = a + eps
-        return torch.div(a, denom, out=denom).mul_(grad)
+        out = EpsilonReLU.apply(z, a.detach(), self, self.eps.view(-1, *([1] * (z.ndim - 1))))
+        self.outputs.append((name, out, out._version))
+        return out
 
     def after_forward(self) -> None:
         """Stop watching the forward; refuse ReLU outputs that were modified in place."""
         if self.guard is not None:
             self.guard.__exit__(None, None, None)
             self.guard = None
-        for h in self.module_handles:
+        for h in self.handles:
             h.remove()
-        self.module_handles.clear()
+        self.handles.clear()
         for name, a, version in self.outputs:
             if a._version != version:
                 raise LRPUnsupportedError(
                     f"the output of ReLU module '{name}' is modified in place later in the forward pass "
                     "(e.g. `out += residual`); write that op out of place"
                 )
+        self.outputs.clear()
         if self.on_valid is not None:
             self.on_valid()
 
     def _remove(self) -> None:
+        self.active = False
         if self.guard is not None:
             self.guard.__exit__(None, None, None)
             self.guard = None
-        for h in (*self.module_handles, *self.tensor_handles):
+        for h in self.handles:
             h.remove()
-        self.module_handles.clear()
-        self.tensor_handles.clear()
+        self.handles.clear()
         self.outputs.clear()
 
     def __exit__(
@@ -213,10 +249,10 @@ class LRPEpsilon(GradientExplainer):
         watch = self.validate == "always" or (self.validate == "once" and model not in self._validated)
         guard = ForwardGuard(model) if watch else None
         on_valid = functools.partial(self._validated.add, model) if watch else None
-        return _EpsilonRules(model, e, create_graph, guard, on_valid)
+        return _EpsilonRules(model, e, guard, on_valid)
 
     def __repr__(self) -> str:
         return f"LRPEpsilon(eps={self.eps}, validate={self.validate!r})"
 
 
-__all__ = ["EpsilonFactor", "LRPEpsilon", "as_eps"]
+__all__ = ["EpsilonReLU", "EpsilonRule", "LRPEpsilon", "as_eps"]
