@@ -25,9 +25,216 @@ def _add_version(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _image_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a side in pixels (32..4096), got {text!r}") from None
+    if not 32 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"expected a side in pixels (32..4096; 224 default), got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] (1 = fully confounded), got {value}")
+    return value
+
+
+def _error(command: str, message: object) -> int:
+    print(f"tea-med {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _add_phantoms(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "phantoms",
+        help="write a synthetic multi-hospital chest X-ray data set (DICOM/PNG, masks, datalists)",
+        description=(
+            "Generate seeded chest X-ray phantoms (normal / pneumonia / covid) from six synthetic "
+            "hospitals whose background signature is confounded with the class in training. Writes "
+            "images/, masks/, datalist_<format>.json and examples.png under OUT."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="output folder (created; must be empty unless --overwrite)")
+    p.add_argument("--n", type=_positive_int, default=60, help="images per split, 5 splits (default 60)")
+    p.add_argument("--size", type=_image_size, default=224, help="image side in pixels (default 224)")
+    p.add_argument("--seed", type=int, default=0, help="data set seed (default 0)")
+    p.add_argument(
+        "--confounding",
+        type=_fraction,
+        default=1.0,
+        help="class-hospital correlation in training/validation/test_biased, 0..1 (default 1.0)",
+    )
+    p.add_argument(
+        "--format", choices=("dicom", "png", "both"), default="both", help="image files (default both)"
+    )
+    p.add_argument("--no-grid", action="store_true", help="do not save the examples.png grid")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
+
+    def run(args: argparse.Namespace) -> int:
+        import time
+
+        from tea_med.data.phantom_files import write_phantoms
+        from tea_med.data.phantoms import SPLITS
+
+        formats = ("dicom", "png") if args.format == "both" else (args.format,)
+        start = time.perf_counter()
+        try:
+            written = write_phantoms(
+                args.out,
+                n=args.n,
+                size=args.size,
+                seed=args.seed,
+                confounding=args.confounding,
+                formats=formats,
+                grid=not args.no_grid,
+                overwrite=args.overwrite,
+            )
+        except FileExistsError:
+            return _error("phantoms", f"OUT {args.out!r} is not empty; use a new folder or --overwrite")
+        except NotADirectoryError:
+            return _error("phantoms", f"OUT {args.out!r} exists and is not a folder")
+        except (ValueError, OSError) as exc:
+            return _error("phantoms", exc)
+        seconds = time.perf_counter() - start
+        print(f"wrote {len(SPLITS) * args.n} phantoms ({args.size} px, seed {args.seed}) in {seconds:.1f} s")
+        for name, path in written.items():
+            print(f"  {name}: {path}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+def _add_manifest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("manifest", help="check datalist manifests")
+    msub = p.add_subparsers(dest="manifest_command", metavar="ACTION", required=True)
+    v = msub.add_parser(
+        "validate",
+        help="report every problem of a datalist manifest (exit 0 valid, 1 problems)",
+        description=(
+            "Validate a MONAI datalist against data_manifests/datalist.schema.json and check files, "
+            "labels, patient overlap between splits, duplicate images and masks; every problem is "
+            "listed at once. With --skip-bad, bad records are quarantined into a report and a clean "
+            "manifest is written instead."
+        ),
+    )
+    v.add_argument("file", metavar="FILE", help="the manifest JSON")
+    v.add_argument("--require-mask", action="store_true", help="every record must have a mask")
+    v.add_argument("--labels", nargs="+", metavar="LABEL", help="allowed labels (default: the manifest's)")
+    v.add_argument("--base-dir", help="folder relative paths start from (default: the manifest's folder)")
+    v.add_argument("--check-readable", action="store_true", help="also decode every image and mask (slow)")
+    v.add_argument("--json", action="store_true", help="print the result as JSON")
+    v.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="quarantine bad records: write a clean manifest and a report instead of failing",
+    )
+    v.add_argument("--out", help="clean manifest path with --skip-bad (default FILE stem + .clean.json)")
+    v.add_argument(
+        "--report", help="quarantine report path with --skip-bad (default FILE stem + .quarantine.json)"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+        from pathlib import Path
+
+        from tea_med.data.errors import DataError
+        from tea_med.data.manifest import (
+            ManifestError,
+            default_report_path,
+            quarantine,
+            read_manifest,
+            split_names,
+            validate_manifest,
+            write_quarantine_report,
+        )
+
+        path = Path(args.file)
+        try:
+            manifest = read_manifest(path)
+        except DataError as exc:
+            if args.json:
+                print(json.dumps({"file": str(path), "valid": False, "error": str(exc)}))
+            else:
+                print(f"{exc}", file=sys.stderr)
+            return 1
+        base = Path(args.base_dir) if args.base_dir else path.parent
+        problems = validate_manifest(
+            manifest,
+            base_dir=base,
+            labels=args.labels,
+            require_mask=args.require_mask,
+            check_readable=args.check_readable,
+            progress=args.check_readable,
+        )
+        counts = {s: len(manifest[s]) for s in split_names(manifest) if isinstance(manifest[s], list)}
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "file": str(path),
+                        "valid": not problems,
+                        "records": counts,
+                        "problems": [p.to_dict() for p in problems],
+                    },
+                    indent=2,
+                )
+            )
+        elif not problems:
+            print(f"{path}: valid ({', '.join(f'{s}: {n}' for s, n in counts.items())})")
+        else:
+            print(f"{path}: {len(problems)} problem{'s' if len(problems) != 1 else ''}:")
+            for problem in problems:
+                print(f"  - {problem}")
+        if not problems:
+            return 0
+        if not args.skip_bad:
+            return 1
+        try:
+            clean, quarantined = quarantine(manifest, problems)
+        except ManifestError as exc:
+            print(f"{path}: cannot quarantine problems that concern the whole manifest:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  - {problem}", file=sys.stderr)
+            return 1
+        out = Path(args.out) if args.out else path.with_name(f"{path.stem}.clean.json")
+        if out.parent.resolve() != base.resolve():  # keep relative paths valid from the new folder
+            for split in split_names(clean):
+                for rec in clean[split]:
+                    for field in ("image", "mask"):
+                        if isinstance(rec.get(field), str):
+                            rec[field] = str((base / rec[field]).resolve())
+        out.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+        report = write_quarantine_report(
+            args.report or default_report_path(path), quarantined, manifest_path=path
+        )
+        print(
+            f"quarantined {len(quarantined)} record(s) -> {report}; clean manifest -> {out}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+        return 0
+
+    v.set_defaults(handler=run)
+
+
 # Registration order is the order shown by `tea-med --help`.
 # Data commands (`phantoms`, `manifest`) register below this line.
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_version]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_version, _add_phantoms, _add_manifest]
 
 
 def build_parser() -> argparse.ArgumentParser:
