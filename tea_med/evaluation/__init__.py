@@ -1,1 +1,5 @@
-"""tea_med.evaluation."""
+"""Evaluation: metrics, bias gaps, background relevance and figures."""
+
+from tea_med.evaluation.figures import heatmap_grid
+
+__all__ = ["heatmap_grid"]

@@ -1,0 +1,8 @@
+# CPU inference image for a workstation next to PACS (not yet built or tested; see docker/README.md).
+FROM python:3.11-slim
+WORKDIR /opt/tea_med
+COPY pyproject.toml README.md ./
+COPY tea_med ./tea_med
+RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
+    && pip install --no-cache-dir .
+ENTRYPOINT ["tea-med"]
