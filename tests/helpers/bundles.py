@@ -1,0 +1,38 @@
+"""Paths and helpers shared by the bundle tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TEACHER = REPO / "bundles" / "tea_teacher"
+SCHEMA = REPO / "bundles" / "schema" / "meta_schema.json"
+SIZE = 32
+
+
+def small_overrides(phantoms: Path, work: Path) -> dict[str, object]:
+    """Overrides that make a teacher config run in seconds on the tiny phantoms."""
+    return {
+        "bundle_root": str(TEACHER),
+        "dataset_dir": str(phantoms),
+        "ckpt_dir": str(work / "models"),
+        "output_dir": str(work / "eval"),
+        "image_size": SIZE,
+        "segmenter_profile": "small",
+        "max_epochs": 1,
+        "batch_size": 4,
+        "num_workers": 0,
+    }
+
+
+def bundle_cli(*args: str, cwd: Path = TEACHER) -> subprocess.CompletedProcess[str]:
+    """``python -m monai.bundle ARGS`` in ``cwd``; fails the test with the output on error."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, (
+        f"monai.bundle {args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    return proc
