@@ -232,9 +232,131 @@ def _add_manifest(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(handler=run)
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 (LRP-ε; typical 0.001..0.1), got {value}")
+    return value
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="write an LRP-ε heatmap overlay (PNG) for each image, explained by a MONAI bundle's network",
+        description=(
+            "Load BUNDLE/configs/inference.json (network_def, ckpt_path, image_size, class_names), "
+            "load the trained weights, preprocess each IMAGE as at test time and explain the predicted "
+            "class (or --class) with LRP-ε. A teacher (segmenter + classifier) is explained through its "
+            "classifier on the masked image, with the lung mask outlined. Writes OUT/<stem>_lrp.png "
+            "per image. Exit 0: all written; 1: an image or the checkpoint could not be used; 2: usage."
+        ),
+    )
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="DICOM, PNG or JPEG files")
+    p.add_argument(
+        "--bundle", required=True, metavar="DIR", help="MONAI bundle folder (tea_teacher, tea_student)"
+    )
+    p.add_argument(
+        "--out", default="explanations", metavar="DIR", help="output folder (default explanations)"
+    )
+    p.add_argument("--eps", type=_positive_float, default=0.01, help="LRP ε (default 0.01)")
+    p.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="explain this class (one of the bundle's class_names) instead of the predicted one",
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of a teacher's background noise (default 0)")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace a config id (repeatable; VALUE parsed as JSON when possible), "
+        "e.g. --override image_size=32 --override segmenter_profile=small",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        import torch
+
+        from tea_med.data.errors import DataError
+        from tea_med.deploy.explain import (
+            BundleError,
+            ExplainedImage,
+            MissingCheckpointError,
+            explain_images,
+            parse_override,
+        )
+
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            return _error(
+                "explain", f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:0, ...)"
+            )
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return _error("explain", f"--device {args.device}: CUDA is not available here; use --device cpu")
+        failed: list[Path] = []
+
+        def written(result: ExplainedImage) -> None:
+            p_pred = float(result.probabilities.max())
+            print(
+                f"{result.output}  ({result.source}: predicted {result.predicted} p={p_pred:.2f}, "
+                f"explained {result.explained})",
+                flush=True,
+            )
+
+        def unreadable(path: Path, err: DataError) -> None:
+            failed.append(path)
+            print(f"tea-med explain: error: {err}", file=sys.stderr, flush=True)
+
+        try:
+            overrides = dict(parse_override(o) for o in args.override)
+            results = explain_images(
+                args.bundle,
+                args.images,
+                eps=args.eps,
+                class_name=args.class_name,
+                overrides=overrides,
+                out_dir=args.out,
+                device=device,
+                seed=args.seed,
+                on_written=written,
+                on_error=unreadable,
+            )
+        except MissingCheckpointError as exc:
+            print(f"tea-med explain: error: {exc}", file=sys.stderr)
+            return 1
+        except BundleError as exc:
+            return _error("explain", exc)
+        except RuntimeError as exc:  # a checkpoint that does not fit the network, a bad image size
+            print(f"tea-med explain: error: {exc}", file=sys.stderr)
+            return 1
+        if failed:
+            print(
+                f"tea-med explain: {len(failed)} of {len(args.images)} image(s) could not be read "
+                f"(DICOM, PNG or JPEG expected); wrote {len(results)}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 # Registration order is the order shown by `tea-med --help`.
 # Data commands (`phantoms`, `manifest`) register below this line.
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_version, _add_phantoms, _add_manifest]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_version,
+    _add_phantoms,
+    _add_manifest,
+    _add_explain,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -91,3 +91,64 @@ class MLflowRunExtras:
                 handler.client.log_artifact(handler.cur_run.info.run_id, path)
             else:
                 logger.warning("MLflow artifact %s does not exist; not logged", path)
+
+
+class HeatmapFigureLogger:
+    """At the end of every validation: the same validation images' teacher and student LRP-ε
+    heatmaps side by side, written to ``<output_dir>/heatmaps/validation_<n>.png`` and, when a
+    MONAI ``MLFlowHandler`` is attached to the evaluator, logged to its run under ``heatmaps/``.
+
+    Args:
+        task: a :class:`tea_med.engines.TEATask` (its ``validation_losses`` draws the maps).
+        output_dir: the bundle's output folder.
+        n_images: how many images of the first validation batch to show.
+    """
+
+    def __init__(self, task: Any, output_dir: str | os.PathLike[str], n_images: int = 4) -> None:
+        self.task = task
+        self.dir = os.path.join(os.fspath(output_dir), "heatmaps")
+        self.n_images = n_images
+        self.images: Any = None
+        self.count = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(once=1), self._capture)
+        engine.add_event_handler(Events.COMPLETED, self._draw)
+
+    def _capture(self, engine: Engine) -> None:
+        if self.images is None:  # the same images at every validation
+            import torch
+
+            batch = engine.state.batch
+            items = batch if isinstance(batch, list) else [{"image": im} for im in batch["image"]]
+            self.images = torch.stack(
+                [torch.as_tensor(it["image"]).as_subclass(torch.Tensor) for it in items]
+            )
+            self.images = self.images[: self.n_images].detach().cpu()
+
+    def _draw(self, engine: Engine) -> None:
+        if self.images is None:
+            return
+        from tea_med.evaluation.figures import heatmap_grid
+
+        self.count += 1
+        device = next(self.task.student.parameters()).device
+        self.task.eval()
+        out = self.task.validation_losses(self.images.to(device))
+        names = list(getattr(self.task, "class_names", None) or [])
+        titles = [
+            f"teacher: {names[i] if i < len(names) else i}" for i in out["teacher_logits"].argmax(1).tolist()
+        ]
+        path = heatmap_grid(
+            self.images.numpy(),
+            {
+                "teacher LRP-ε": out["teacher_heatmap"].cpu().numpy(),
+                "student LRP-ε": out["student_heatmap"].cpu().numpy(),
+            },
+            os.path.join(self.dir, f"validation_{self.count:03d}.png"),
+            row_titles=titles,
+            title=f"validation {self.count}: TEA loss {float(out['loss_per_sample'].mean()):.3f}",
+        )
+        handler = find_mlflow_handler(engine)
+        if handler is not None and handler.cur_run is not None:
+            handler.client.log_artifact(handler.cur_run.info.run_id, str(path), artifact_path="heatmaps")

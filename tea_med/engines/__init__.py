@@ -1,5 +1,33 @@
 """Training and inference steps plugged into MONAI engines, and their output adapters."""
 
-from tea_med.engines.outputs import class_scores_and_index
+from tea_med.engines.outputs import (
+    ItemAverage,
+    class_scores_and_index,
+    per_item,
+    student_scores_and_teacher_class,
+)
+from tea_med.engines.resume import RandomStates, ResumeCheckpoint, latest_checkpoint
+from tea_med.engines.tea import (
+    BN_MODES,
+    TEAEpochMetrics,
+    TEATask,
+    TEATrainStep,
+    TEAValidationStep,
+    lower_is_better,
+)
 
-__all__ = ["class_scores_and_index"]
+__all__ = [
+    "BN_MODES",
+    "ItemAverage",
+    "RandomStates",
+    "ResumeCheckpoint",
+    "TEAEpochMetrics",
+    "TEATask",
+    "TEATrainStep",
+    "TEAValidationStep",
+    "class_scores_and_index",
+    "latest_checkpoint",
+    "lower_is_better",
+    "per_item",
+    "student_scores_and_teacher_class",
+]

@@ -80,8 +80,13 @@ class HeatmapLoss(nn.Module):
         self.min_side = min_side
         self.detach_target = detach_target
 
-    def levels(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        """The distance per sample and level, ``[B, M]`` (level 0 = full resolution)."""
+    def levels(
+        self, student: torch.Tensor, teacher: torch.Tensor, detach_target: bool | None = None
+    ) -> torch.Tensor:
+        """The distance per sample and level, ``[B, M]`` (level 0 = full resolution).
+
+        ``detach_target`` overrides the instance's setting for this call.
+        """
         if student.shape != teacher.shape:
             raise ValueError(
                 f"student and teacher heatmaps must have the same shape, got {tuple(student.shape)} "
@@ -91,7 +96,7 @@ class HeatmapLoss(nn.Module):
             raise ValueError(
                 f"heatmaps must be [B, C, H, W] or [B, C, D, H, W], got shape {tuple(student.shape)}"
             )
-        if self.detach_target:
+        if self.detach_target if detach_target is None else detach_target:
             teacher = teacher.detach()
         pool = F.avg_pool2d if student.ndim == 4 else F.avg_pool3d
         n = resolution_levels(student.shape[2:], self.min_side) if self.multi_resolution else 1

@@ -1,42 +1,51 @@
-"""LRP-ready networks and the check that a network is one."""
+"""LRP-ready networks, the lung segmenter, the teacher pipeline and the student.
 
-from tea_med.networks.batchnorm import (
-    FastBatchNorm1d,
-    FastBatchNorm2d,
-    FastBatchNorm3d,
-    use_fast_double_backward,
-)
-from tea_med.networks.checkpoints import load_weights
-from tea_med.networks.classifiers import (
-    LRPResNetBlock,
-    LRPResNetBottleneck,
-    densenet121,
-    resnet18,
-    resnet34,
-    resnet50,
-)
-from tea_med.networks.lrp_ready import lrp_ready, probe_input
-from tea_med.networks.registry import NETWORKS, build_network
-from tea_med.networks.segmenter import SEGMENTER_PROFILES, lung_segmenter
-from tea_med.networks.teacher import TeacherPipeline
+Names are imported lazily (PEP 562), so a workstation that runs only the student imports
+neither the segmenter nor the teacher code.
+"""
 
-__all__ = [
-    "NETWORKS",
-    "SEGMENTER_PROFILES",
-    "FastBatchNorm1d",
-    "FastBatchNorm2d",
-    "FastBatchNorm3d",
-    "LRPResNetBlock",
-    "LRPResNetBottleneck",
-    "TeacherPipeline",
-    "build_network",
-    "densenet121",
-    "load_weights",
-    "lrp_ready",
-    "lung_segmenter",
-    "probe_input",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "use_fast_double_backward",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "FastBatchNorm1d": "batchnorm",
+    "FastBatchNorm2d": "batchnorm",
+    "FastBatchNorm3d": "batchnorm",
+    "use_fast_double_backward": "batchnorm",
+    "load_weights": "checkpoints",
+    "LRPResNetBlock": "classifiers",
+    "LRPResNetBottleneck": "classifiers",
+    "densenet121": "classifiers",
+    "resnet18": "classifiers",
+    "resnet34": "classifiers",
+    "resnet50": "classifiers",
+    "lrp_ready": "lrp_ready",
+    "probe_input": "lrp_ready",
+    "NETWORKS": "registry",
+    "build_network": "registry",
+    "SEGMENTER_PROFILES": "segmenter",
+    "lung_segmenter": "segmenter",
+    "STUDENT_INITS": "student",
+    "init_student": "student",
+    "last_linear": "student",
+    "load_teacher": "student",
+    "teacher_classifier": "student",
+    "TeacherPipeline": "teacher",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tea_med.networks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tea_med.networks.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,174 @@
+"""TEATask and its MONAI steps: TEA learns, and only the heatmap loss reaches the student."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from torch import nn
+
+from tea_med.data.phantoms import CLASSES, iter_phantoms
+from tea_med.engines import TEATask, TEATrainStep
+from tea_med.explain import LRPEpsilon, sample_eps, sample_targets
+from tea_med.losses import TEALoss
+from tea_med.networks import TeacherPipeline, init_student, lung_segmenter
+
+
+def phantom_tensors(split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    data = list(iter_phantoms({split: n}, size=32, seed=seed, splits=(split,)))
+    x = torch.from_numpy(np.stack([img for _, img, _ in data]))[:, None].repeat(1, 3, 1, 1)
+    y = torch.tensor([CLASSES.index(spec.label) for spec, _, _ in data])
+    return x, y
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained_teacher() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    x, y = phantom_tensors("training", 48, 0)
+    xv, _ = phantom_tensors("validation", 24, 1)
+    teacher = small_cnn()
+    opt = torch.optim.Adam(teacher.parameters(), 1e-2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        idx = torch.randint(0, len(x), (16,), generator=gen)
+        loss = nn.functional.cross_entropy(teacher(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return teacher.eval(), x, y, xv
+
+
+def test_short_tea_run_lowers_loss_and_lifts_agreement(trained_teacher) -> None:
+    teacher, x, _, xv = trained_teacher
+    torch.manual_seed(1)
+    student = init_student(teacher, mode="random")  # only the last layer is the teacher's
+    task = TEATask(copy.deepcopy(teacher), student, seed=0)
+    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], 1e-2)
+
+    def held_out() -> tuple[float, float]:
+        task.eval()
+        out = task.validation_losses(xv)
+        agree = (out["student_logits"].argmax(1) == out["teacher_logits"].argmax(1)).float().mean()
+        return float(out["loss_per_sample"].mean()), float(agree)
+
+    loss0, _ = held_out()
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(60):
+        task.train()
+        out = task(x[torch.randint(0, len(x), (16,), generator=gen)])
+        opt.zero_grad()
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+    loss1, agree1 = held_out()
+    assert loss1 < 0.5 * loss0, (loss0, loss1)
+    assert agree1 > 0.5, agree1  # three classes: chance is about 1/3
+
+
+def test_the_update_equals_the_one_from_the_heatmap_loss_alone(trained_teacher) -> None:
+    """One TEATrainStep moves the student exactly as SGD on TEALoss(student heatmap, teacher heatmap)."""
+    teacher, x, y, _ = trained_teacher
+    xb, yb = x[:8], y[:8]
+    student = init_student(teacher, mode="copy")
+    reference = copy.deepcopy(student)
+    task = TEATask(copy.deepcopy(teacher), student, seed=5)
+    opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    step = TEATrainStep(task, opt, max_grad_norm=1.0)
+    gen_state = task.generator.get_state()
+    engine = Engine(step)
+    engine.state.epoch, engine.state.device = 1, None
+    out = step(engine, {"image": xb, "label": yb})
+    assert set(out) >= {"pred", "teacher", "loss"}
+
+    # The same step written out: same ε and classes (same generator state), heatmaps only.
+    gen = torch.Generator()
+    gen.set_state(gen_state)
+    eps = sample_eps(len(xb), 1e-3, 1e-2, gen)
+    lrp = LRPEpsilon()
+    t = lrp.explain(teacher, xb, lambda z: sample_targets(z, gen), eps=eps)
+    reference.train()
+    s = lrp(reference, xb, t.target, eps=eps, create_graph=True)
+    ref_opt = torch.optim.SGD([p for p in reference.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    ref_opt.zero_grad()
+    TEALoss()(s, t.heatmap).backward()
+    torch.nn.utils.clip_grad_norm_([p for p in reference.parameters() if p.requires_grad], 1.0)
+    ref_opt.step()
+    moved = False
+    for (name, a), b in zip(student.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+        moved |= not torch.equal(a, teacher.state_dict()[name])
+    assert moved
+    # the frozen last layer did not move, the teacher did not move
+    torch.testing.assert_close(student[-1].weight, teacher[-1].weight, rtol=0, atol=0)
+
+
+def test_teacher_pipeline_is_explained_through_its_classifier_on_the_masked_input() -> None:
+    classifier = small_cnn().eval()
+    teacher = TeacherPipeline(lung_segmenter("small"), classifier).eval()
+    task = TEATask(teacher, init_student(teacher), seed=0)
+    x = torch.rand(2, 3, 32, 32)
+    torch.manual_seed(4)
+    masked = teacher.masked_input(x)[0]
+    eps = torch.full((2,), 1e-2)
+    torch.manual_seed(4)
+    e = task.explain_teacher(x, eps, sample=False)
+    torch.testing.assert_close(e.heatmap, LRPEpsilon()(classifier, masked, e.target, eps=eps))
+
+
+def test_bn_modes_and_frozen_teacher() -> None:
+    teacher = small_cnn().eval()
+    task = TEATask(teacher, init_student(teacher), bn_mode="frozen").train()
+    bns = [m for m in task.student.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert task.student.training and all(not m.training for m in bns)
+    assert not task.teacher.training and not any(p.requires_grad for p in task.teacher.parameters())
+    task = TEATask(teacher, init_student(teacher), bn_mode="train").train()
+    assert all(m.training for m in task.student.modules() if isinstance(m, nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="bn_mode must be one of"):
+        TEATask(teacher, init_student(teacher), bn_mode="eval")
+
+
+def test_warmup_co_training_trains_the_teacher_with_the_tea_gradient() -> None:
+    """Warm-up: teacher loss = 0.1 CE + TEA loss; afterwards: weight * CE alone."""
+    teacher = small_cnn()
+    student = init_student(teacher.eval(), mode="random")  # a copy would match exactly: zero TEA gradient
+    task = TEATask(teacher, student, teacher_ce_weight=1.0, warmup_epochs=1, seed=0)
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+
+    def teacher_grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        return list(
+            torch.autograd.grad(loss, list(teacher.parameters()), retain_graph=True, allow_unused=True)
+        )
+
+    task.train()
+    for warmup in (True, False):
+        torch.manual_seed(9)
+        out = task(x, label=y, warmup=warmup)
+        with torch.no_grad():
+            logits = out["teacher_logits"]
+        ce = nn.functional.cross_entropy(logits, y)
+        expected = (0.1 * ce + out["loss"]) if warmup else ce
+        assert float(out["teacher_loss"]) == pytest.approx(float(expected), rel=1e-6)
+        g = teacher_grads(out["teacher_loss"])
+        tea_part = teacher_grads(out["loss"])
+        reaches = any(t is not None and t.abs().sum() > 0 for t in tea_part)
+        assert reaches == warmup  # the TEA gradient reaches the teacher only during warm-up
+        assert all(gi is not None for gi in g)
+
+    s_opt = torch.optim.SGD([p for p in task.student.parameters() if p.requires_grad], lr=0.1)
+    with pytest.raises(ValueError, match="pass teacher_optimizer"):
+        TEATrainStep(task, s_opt)
+    with pytest.raises(ValueError, match="warmup_epochs needs teacher_ce_weight"):
+        TEATask(teacher, init_student(teacher), warmup_epochs=2)
+    with pytest.raises(ValueError, match="needs labels"):
+        task(x)
