@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/python pipelines/demo.py
+	$(BIN)/python pipelines/demo.py $(DEMO_ARGS)
 
 test: venv
 	$(BIN)/ruff check .

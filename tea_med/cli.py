@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -280,7 +281,6 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     )
 
     def run(args: argparse.Namespace) -> int:
-        from pathlib import Path
 
         import torch
 
@@ -349,13 +349,55 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="end-to-end demo on synthetic phantoms: teacher, standard classifier, TEA student, report",
+        description="Phantoms -> lung segmenter -> teacher -> standard classifier -> TEA student -> "
+        "evaluation on biased / unbiased / deceiving test sets -> HTML report and table. Every stage "
+        "is an MLflow run nested under one parent in OUT/mlruns.db; stages whose outputs exist are "
+        "skipped unless --force.",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)"
+    )
+    p.add_argument("--size", type=int, default=64, help="image side in px, multiple of 8, >= 32 (default 64)")
+    p.add_argument("--n", type=int, default=60, help="phantoms per split (default 60)")
+    p.add_argument(
+        "--epochs", type=float, default=1.0, help="multiply every stage's epochs by this (default 1)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="redo every stage")
+
+    def run(args: argparse.Namespace) -> int:
+        from tea_med.demo import DemoSettings, run_demo
+
+        try:
+            settings = DemoSettings(out=args.out, size=args.size, n=args.n, seed=args.seed, force=args.force)
+            summary = run_demo(settings.scaled(args.epochs))
+        except (ValueError, FileNotFoundError) as err:
+            print(f"tea-med demo: {err}", file=sys.stderr)
+            return 2
+        from tea_med.demo_evaluation import format_table
+
+        print(format_table(summary["rows"]))
+        print(f"report: {args.out / 'report.html'}")
+        print(f"wall time: {summary['wall_time_s'] / 60:.1f} min")
+        for name, ok in summary["targets"].items():
+            print(f"target {'met' if ok else 'NOT met'}: {name.replace('_', ' ')}")
+        print(f"MLflow: mlflow ui --backend-store-uri sqlite:///{(args.out / 'mlruns.db').resolve()}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 # Registration order is the order shown by `tea-med --help`.
-# Data commands (`phantoms`, `manifest`) register below this line.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_version,
     _add_phantoms,
     _add_manifest,
     _add_explain,
+    _add_demo,
 ]
 
 

@@ -1,0 +1,67 @@
+"""A miniature demo runs end to end: every stage, the report, the nested MLflow runs, skipping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tea_med.cli import main
+from tea_med.demo import EXPERIMENT, STAGES
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out), "--size", "32", "--n", "6", "--epochs", "0.07"]) == 0
+    return out
+
+
+def test_demo_writes_report_table_and_summary(demo_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = (demo_out / "report.html").read_text()
+    for needle in ("Bias", "test_unbiased", "teacher", "standard", "student", "heatmaps_deceiving.png"):
+        assert needle in report
+    for fig in ("heatmaps_deceiving", "roc_student", "confusion_teacher"):
+        assert (demo_out / "figures" / f"{fig}.png").is_file()
+    summary = json.loads((demo_out / "summary.json").read_text())
+    assert set(summary["rows"]) == {"teacher", "standard", "student"}
+    for row in summary["rows"].values():
+        assert 0 <= row["acc_test_unbiased"] <= 1 and row["gap"] == pytest.approx(
+            abs(row["acc_test_biased"] - row["acc_test_deceiving"])
+        )
+    assert set(summary["targets"]) == {
+        "student_gap_at_most_a_third_of_standard",
+        "student_deceiving_within_10_points_of_teacher",
+    }
+
+
+def test_every_stage_is_a_run_nested_under_one_parent(demo_out: Path) -> None:
+    client = MlflowClient(tracking_uri=f"sqlite:///{demo_out / 'mlruns.db'}")
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = {r.info.run_name.rsplit("_", 1)[0] for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    assert children == set(STAGES) - {"phantoms"}
+    assert "report.html" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+
+
+def test_second_run_skips_finished_stages(demo_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["demo", "--out", str(demo_out), "--size", "32", "--n", "6", "--epochs", "0.07"]) == 0
+    printed = capsys.readouterr().out
+    for stage in STAGES:
+        assert f"[{stage}] up to date, skipped" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--size", "30"], "--size must be a multiple of 8"), (["--n", "2"], "--n must be >= 6")],
+)
+def test_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["demo", "--out", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
