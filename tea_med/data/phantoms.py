@@ -8,12 +8,28 @@ peripheral, lower-zone ground-glass). Findings are confined to the lungs.
 Each hospital stamps a signature on everything *outside* the lungs: a burned-in text marker,
 a laterality letter, a collimation border, its own tone curve and noise level. The lungs are
 rendered identically for every hospital, so a classifier that sees only the lungs cannot tell
-hospitals apart, while the background identifies the hospital. Training, validation and
-``test_biased`` pair each class with one training hospital (confounding strength
-configurable), ``test_unbiased`` uses hospitals never seen in training (independent of the
-class) and ``test_deceiving`` permutes the class-hospital pairing.
+hospitals apart, while the background identifies the hospital.
 
-Everything is vectorised numpy; one 224-px phantom takes a few milliseconds. Images are
+That must survive the models' preprocessing (METHOD.md section 7): global histogram
+equalisation (:class:`tea_med.data.transforms.HistogramEqualize`) is rank-based over the whole
+image, so a lung pixel's equalised value depends on how many pixels of the image are darker
+than it, and on the image's minimum and maximum, which set the bins. So the hospital only
+decides the *order* of the background pixels that are at most as bright as the lungs
+(brightest lung value plus a margin of at least five 256-bin histogram bins, ``cut``); their
+values are exactly the hospital-independent ones (:func:`_keep_lung_ranks`). Its tone curve maps
+``[cut, 1]`` onto itself; its collimation border, noise and text change values only above
+``cut`` and below it merely reorder pixels (where the text covers air, the body's outline gives
+up as many pixels to the air); the brightest pixel is exactly 1;
+and the patient image lies on the 8-bit grid, the coarsest any hospital stores. For the same
+patient seed the equalised lung pixels are then identical for every hospital, in memory and in
+the PNG files (DICOM: to within its re-quantisation, about 1e-4), while the body, bones,
+borders, text and noise texture still identify the hospital.
+
+Training, validation and ``test_biased`` pair each class with one training hospital
+(confounding strength configurable), ``test_unbiased`` uses hospitals never seen in training
+(independent of the class) and ``test_deceiving`` permutes the class-hospital pairing.
+
+Everything is vectorised numpy; one 224-px phantom takes about 15 ms on one CPU core. Images are
 float32 in ``[0, 1]`` in the MONOCHROME2 convention (bright = dense).
 """
 
@@ -61,8 +77,8 @@ class Hospital:
     border_sides: str  # collimation border on these sides: subset of "tblr"
     border_width: float  # fraction of the side
     border_value: float  # 0 = black shutter, ~1 = unexposed (white) collimator edge
-    gamma: float  # tone curve outside the lungs
-    noise: float  # noise standard deviation outside the lungs
+    gamma: float  # tone curve of the background brighter than the lungs
+    noise: float  # noise standard deviation outside the lungs (ranks only, up to the lungs)
     modality: str  # "CR" or "DX"
     photometric: str  # "MONOCHROME1" or "MONOCHROME2"
     bits_stored: int
@@ -91,6 +107,9 @@ TRAIN_HOSPITALS = HOSPITALS[:3]
 #: hospitals never seen in training (test_unbiased)
 UNSEEN_HOSPITALS = HOSPITALS[3:]
 _LUNG_NOISE = 0.012  # the same for every hospital
+#: hospital-specific intensities stay this far above the brightest lung value: more than two
+#: bins of a 256-bin equalisation, so no lung pixel's equalised value can depend on them
+_RANK_MARGIN = 0.02
 
 
 def get_hospital(hospital: Hospital | str) -> Hospital:
@@ -236,32 +255,70 @@ def _lesion(label: str, mask: np.ndarray, size: int, rng: np.random.Generator) -
     return lesion.astype(np.float32)
 
 
-def _background(anatomy: np.ndarray, hospital: Hospital, rng: np.random.Generator) -> np.ndarray:
-    """The hospital's view of the anatomy: tone curve, collimation, burned-in text, noise."""
-    size = anatomy.shape[0]
-    img = np.clip(anatomy, 0, 1) ** hospital.gamma
+def _border_region(size: int, hospital: Hospital) -> np.ndarray:
+    """Boolean map of the hospital's collimation border."""
+    region = np.zeros((size, size), dtype=bool)
     width = round(hospital.border_width * size)
     if width:
         for side in hospital.border_sides:
-            region = {
-                "t": np.s_[:width, :],
-                "b": np.s_[-width:, :],
-                "l": np.s_[:, :width],
-                "r": np.s_[:, -width:],
-            }
-            img[region[side]] = hospital.border_value
+            region[
+                {
+                    "t": np.s_[:width, :],
+                    "b": np.s_[-width:, :],
+                    "l": np.s_[:, :width],
+                    "r": np.s_[:, -width:],
+                }[side]
+            ] = True
+    return region
+
+
+def _lung_range(base: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """``(floor, cut)``: the darkest lung value and the brightest + :data:`_RANK_MARGIN`."""
+    lungs = base[mask]
+    return float(lungs.min()), min(float(lungs.max()) + _RANK_MARGIN, 1.0)
+
+
+def _background(
+    base: np.ndarray, mask: np.ndarray, hospital: Hospital, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hospital's view of the patient: tone curve, collimation, noise, burned-in text.
+
+    With ``cut`` the lungs' brightest value plus a margin, everything brighter than ``cut`` goes
+    through the hospital's tone curve, a monotone map of ``[cut, 1]`` onto itself, and under the
+    collimation border becomes the border value (``0``: black shutter, ``~1``: white collimator
+    edge) mapped into ``[cut, 1]``. Soft tissue no brighter than ``cut`` is darkened under a
+    black shutter and brightened up to ``cut`` under a white edge; air stays air. The noise is
+    the hospital's; the burned-in text is a noise-free digital overlay with values up to 1.
+    :func:`_keep_lung_ranks` turns this view into pixel values without moving the lungs' ranks.
+
+    Returns:
+        ``(clean, noisy, stamped)``: the view without and with the hospital's noise, and where
+        the text lies.
+    """
+    size = base.shape[0]
+    floor, cut = _lung_range(base, mask)
+    clean = base.copy()
+    upper = clean > cut
+    clean[upper] = cut + (1 - cut) * ((clean[upper] - cut) / (1 - cut)) ** hospital.gamma
+    border = _border_region(size, hospital)
+    clean[border & upper] = cut + (1 - cut) * hospital.border_value
+    tissue = border & ~upper & (base >= floor)
+    if hospital.border_value >= 0.5:
+        clean[tissue] = cut
+    else:
+        clean[tissue] = floor + (clean[tissue] - floor) * 0.5
+    noisy = clean + rng.normal(0.0, hospital.noise, clean.shape).astype(np.float32)
+    stamped = np.zeros((size, size), dtype=np.float32)
+    width = round(hospital.border_width * size)
     jitter = max(1, size // 50)
     text = _glyph(hospital.marker, max(6, round(size / 15)))
     margin = width + max(2, size // 40)
     row = margin if hospital.marker_corner[0] == "t" else size - margin - text.shape[0]
     col = margin if hospital.marker_corner[1] == "l" else size - margin - text.shape[1]
-    _stamp(
-        img,
-        text,
-        row + int(rng.integers(-jitter, jitter + 1)),
-        col + int(rng.integers(-jitter, jitter + 1)),
-        0.97,
-    )
+    row += int(rng.integers(-jitter, jitter + 1))
+    col += int(rng.integers(-jitter, jitter + 1))
+    for img, value in ((clean, 0.97), (noisy, 0.97), (stamped, 1.0)):
+        _stamp(img, text, row, col, value)
     letter = _glyph(hospital.laterality, max(7, round(size / 9)))
     row = round(hospital.laterality_pos[0] * size - letter.shape[0] / 2) + int(
         rng.integers(-jitter, jitter + 1)
@@ -269,8 +326,58 @@ def _background(anatomy: np.ndarray, hospital: Hospital, rng: np.random.Generato
     col = round(hospital.laterality_pos[1] * size - letter.shape[1] / 2) + int(
         rng.integers(-jitter, jitter + 1)
     )
-    _stamp(img, letter, row, col, 0.99)
-    return img + rng.normal(0.0, hospital.noise, img.shape).astype(np.float32)
+    for img in (clean, noisy, stamped):
+        _stamp(img, letter, row, col, 1.0)
+    return clean, noisy, stamped > 0
+
+
+def _keep_lung_ranks(
+    base: np.ndarray, clean: np.ndarray, noisy: np.ndarray, stamped: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """Give the hospital's view of the background pixel values that leave the lungs' ranks alone.
+
+    Let ``cut`` be the brightest lung value + :data:`_RANK_MARGIN` and ``k`` the number of
+    background pixels of ``base`` at or below ``cut`` (air, the body's edge, soft tissue as dense
+    as the lungs). Exactly ``k`` background pixels receive exactly those ``k`` values of
+    ``base``, in the order of the hospital's ``noisy`` view: the pixels whose ``clean`` view is
+    at or below ``cut``, then, as the text brightened some of them, as many body pixels, nearest
+    to the dark ones first (the body's outline shrinks by the text's area). All other background
+    pixels get the ``noisy`` view mapped by an increasing affine map onto ``[cut, 1]`` (the
+    brightest to exactly 1). So the image's minimum (``base``'s), its maximum (1) and every bin
+    of a 256-bin histogram up to two bins above the lungs do not depend on the hospital, and
+    neither do the equalised lung pixels.
+    """
+    background = ~mask
+    _, cut = _lung_range(base, mask)
+    dark = background & (base <= cut)
+    values, view = base[background], noisy[background]
+    lower = np.sort(values[dark[background]])
+    stays_dark = dark[background] & (clean[background] <= cut)
+    kept = np.flatnonzero(stays_dark)
+    order = kept[np.argsort(view[kept], kind="stable")]
+    if order.size < lower.size:  # the text brightened some dark pixels: the body makes way
+        text = stamped[background]
+        body = np.flatnonzero(~stays_dark & ~text)
+        depth = distance_transform_edt(~dark)[background][body]
+        body = body[np.argsort(depth, kind="stable")]
+        text = np.flatnonzero(~stays_dark & text)
+        order = np.concatenate([order, body, text[np.argsort(view[text], kind="stable")]])[: lower.size]
+    out = np.empty_like(values)
+    out[order] = lower
+    bright = np.ones(values.size, dtype=bool)
+    bright[order] = False
+    bright = np.flatnonzero(bright)
+    if bright.size:
+        hospital_view = view[bright].astype(np.float64)
+        lo, hi = min(float(hospital_view.min()), cut), float(hospital_view.max())
+        if hi > lo:
+            scaled = np.clip(cut + (1 - cut) * (hospital_view - lo) / (hi - lo), cut, 1.0)
+        else:
+            scaled = np.ones_like(hospital_view)
+        out[bright] = np.where(hospital_view >= hi, 1.0, scaled)
+    image = base.copy()
+    image[background] = out
+    return image
 
 
 def render_phantom(
@@ -288,9 +395,14 @@ def render_phantom(
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     anatomy, mask = _anatomy(size, rng)
     lesion = _lesion(label, mask, size, rng)
-    lungs = anatomy + lesion + rng.normal(0.0, _LUNG_NOISE, anatomy.shape).astype(np.float32)
-    image = np.where(mask, lungs, _background(anatomy, hospital, rng))
-    return PhantomParts(np.clip(image, 0, 1).astype(np.float32), mask.astype(np.uint8), lesion)
+    # the patient as any hospital would see it before its own processing; all random draws
+    # for the hospital come after, so the same seed gives the same patient everywhere
+    base = anatomy + lesion + rng.normal(0.0, _LUNG_NOISE, anatomy.shape).astype(np.float32)
+    # on the 8-bit grid, the coarsest any hospital stores: every file then holds the lungs (and
+    # all that is as dark) exactly, so the files' equalised lungs do not depend on the hospital
+    base = (np.rint(np.clip(base, 0, 1) * 255) / 255).astype(np.float32)
+    image = _keep_lung_ranks(base, *_background(base, mask, hospital, rng), mask)
+    return PhantomParts(image.astype(np.float32), mask.astype(np.uint8), lesion)
 
 
 def generate_phantom(
