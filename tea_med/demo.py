@@ -41,12 +41,14 @@ class DemoSettings:
 
     out: Path = Path("outputs/demo")
     size: int = 64
-    n: int = 60
+    n: int = 120
     seed: int = 0
-    segmenter_epochs: int = 30
-    teacher_epochs: int = 15
-    standard_epochs: int = 15
-    student_epochs: int = 40
+    segmenter_epochs: int = 60
+    teacher_epochs: int = 25
+    standard_epochs: int = 25
+    student_epochs: int = 20
+    classifier_lr: float = 1e-3
+    student_lr: float = 1e-4
     batch_size: int = 16
     force: bool = False
     progress: bool = True
@@ -186,7 +188,10 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
                 ov["batch_size"] = min(8, s.batch_size)
                 _workflow(teacher_dir / "configs" / "train_segmenter.json", ov, runs, stage, s.progress)
             elif stage == "teacher":
-                ov = _common(s, data, models, s.teacher_epochs) | {"segmenter_profile": "small"}
+                ov = _common(s, data, models, s.teacher_epochs) | {
+                    "segmenter_profile": "small",
+                    "learning_rate": s.classifier_lr,
+                }
                 _workflow(teacher_dir / "configs" / "train_classifier.json", ov, runs, stage, s.progress)
             elif stage == "standard":
                 ov = _common(s, data, models / "standard", s.standard_epochs) | {
@@ -195,6 +200,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
                         "num_classes": "@num_classes",
                     },
                     "optimizer#params": "$@network.parameters()",
+                    "learning_rate": s.classifier_lr,
                     "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
                 }
                 _workflow(teacher_dir / "configs" / "train_classifier.json", ov, runs, stage, s.progress)

@@ -135,7 +135,6 @@ def evaluate_demo(
         runs.client.log_artifact(run_id, str(path))
     runs.client.log_artifact(runs.parent_id, str(report))
     runs.client.set_terminated(run_id)
-    say(f"report: {report}")
     return json.loads(json.dumps(summary, default=float))
 
 

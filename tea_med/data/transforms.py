@@ -355,19 +355,21 @@ def eval_transforms(
     image_key: str = "image",
     mask_key: str | None = None,
     load: bool = True,
+    pad_square: bool = False,
     background_noise: bool = False,
     channels: int = 3,
     num_bins: int = 256,
     voi: bool | int = False,
     window: tuple[float, float] | None = None,
 ) -> Compose:
-    """Evaluation (validation) chain: :func:`train_transforms` without augmentation."""
+    """Evaluation (validation) chain: :func:`train_transforms` without augmentation
+    (``pad_square=True``: :func:`test_transforms`)."""
     return _dict_chain(
         size,
         image_key=image_key,
         mask_key=mask_key,
         load=load,
-        pad_square=False,
+        pad_square=pad_square,
         augment=False,
         background_noise=background_noise,
         channels=channels,
@@ -380,35 +382,10 @@ def eval_transforms(
     )
 
 
-def test_transforms(
-    size: int = DEFAULT_SIZE,
-    *,
-    image_key: str = "image",
-    mask_key: str | None = None,
-    load: bool = True,
-    background_noise: bool = False,
-    channels: int = 3,
-    num_bins: int = 256,
-    voi: bool | int = False,
-    window: tuple[float, float] | None = None,
-) -> Compose:
-    """Test chain: pad to the smallest enclosing square with black first, then as evaluation."""
-    return _dict_chain(
-        size,
-        image_key=image_key,
-        mask_key=mask_key,
-        load=load,
-        pad_square=True,
-        augment=False,
-        background_noise=background_noise,
-        channels=channels,
-        num_bins=num_bins,
-        translation=0.0,
-        rotation=0.0,
-        flip_prob=0.0,
-        voi=voi,
-        window=window,
-    )
+def test_transforms(size: int = DEFAULT_SIZE, **kwargs: Any) -> Compose:
+    """Test chain: pad to the smallest enclosing square with black first, then as evaluation
+    (same keyword arguments as :func:`eval_transforms`)."""
+    return eval_transforms(size, pad_square=True, **kwargs)
 
 
 # keep pytest from collecting the factory as a test when a test module imports it by name
