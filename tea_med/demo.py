@@ -41,14 +41,14 @@ class DemoSettings:
 
     out: Path = Path("outputs/demo")
     size: int = 64
-    n: int = 120
+    n: int = 240
     seed: int = 0
     segmenter_epochs: int = 60
-    teacher_epochs: int = 25
-    standard_epochs: int = 25
-    student_epochs: int = 20
-    classifier_lr: float = 1e-3
-    student_lr: float = 1e-4
+    teacher_epochs: int = 40
+    standard_epochs: int = 20
+    student_epochs: int = 35
+    classifier_lr: float = 3e-4
+    student_lr: float = 1e-3
     batch_size: int = 16
     force: bool = False
     progress: bool = True
