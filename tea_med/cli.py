@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -349,6 +350,12 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _demo_defaults() -> Any:
+    from tea_med.demo import DemoSettings  # light: no torch at import time
+
+    return DemoSettings()
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -361,8 +368,14 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)"
     )
-    p.add_argument("--size", type=int, default=64, help="image side in px, multiple of 8, >= 32 (default 64)")
-    p.add_argument("--n", type=int, default=60, help="phantoms per split (default 60)")
+    defaults = _demo_defaults()
+    p.add_argument(
+        "--size",
+        type=int,
+        default=defaults.size,
+        help=f"image side in px, multiple of 8, >= 32 (default {defaults.size})",
+    )
+    p.add_argument("--n", type=int, default=defaults.n, help=f"phantoms per split (default {defaults.n})")
     p.add_argument(
         "--epochs", type=float, default=1.0, help="multiply every stage's epochs by this (default 1)"
     )

@@ -179,14 +179,18 @@ class _EpsilonRules:
         self.outputs.append((name, out, out._version))
         return out
 
-    def after_forward(self) -> None:
-        """Stop watching the forward; refuse ReLU outputs that were modified in place."""
+    def _stop_watching(self) -> None:
+        """Leave the forward guard and remove the module hooks (idempotent)."""
         if self.guard is not None:
             self.guard.__exit__(None, None, None)
             self.guard = None
         for h in self.handles:
             h.remove()
         self.handles.clear()
+
+    def after_forward(self) -> None:
+        """Stop watching the forward; refuse ReLU outputs that were modified in place."""
+        self._stop_watching()
         for name, a, version in self.outputs:
             if a._version != version:
                 raise LRPUnsupportedError(
@@ -199,12 +203,7 @@ class _EpsilonRules:
 
     def _remove(self) -> None:
         self.active = False
-        if self.guard is not None:
-            self.guard.__exit__(None, None, None)
-            self.guard = None
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
+        self._stop_watching()
         self.outputs.clear()
 
     def __exit__(
