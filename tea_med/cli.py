@@ -27,34 +27,28 @@ def _add_version(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+def _checked(
+    parse: Callable[[str], Any], ok: Callable[[Any], bool], expected: str, hint: str = ""
+) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses with ``parse`` and refuses values failing ``ok``, saying
+    what was ``expected`` (and ``hint`` when the value parsed but is out of range)."""
+
+    def check(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}{hint}, got {value}")
+        return value
+
+    return check
 
 
-def _image_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a side in pixels (32..4096), got {text!r}") from None
-    if not 32 <= value <= 4096:
-        raise argparse.ArgumentTypeError(f"expected a side in pixels (32..4096; 224 default), got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] (1 = fully confounded), got {value}")
-    return value
+_positive_int = _checked(int, lambda v: v >= 1, "a whole number >= 1")
+_image_size = _checked(int, lambda v: 32 <= v <= 4096, "a side in pixels (32..4096)", " (224 by default)")
+_fraction = _checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", " (1 = fully confounded)")
+_positive_float = _checked(float, lambda v: v > 0, "a number > 0", " (LRP-ε: typically 0.001..0.1)")
 
 
 def _error(command: str, message: object) -> int:
@@ -232,16 +226,6 @@ def _add_manifest(sub: argparse._SubParsersAction) -> None:
         return 0
 
     v.set_defaults(handler=run)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0 (LRP-ε; typical 0.001..0.1), got {value}")
-    return value
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:

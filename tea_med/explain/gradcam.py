@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from tea_med.explain.base import (
-    Explainer,
-    Explanation,
-    Target,
-    check_logits,
-    plain_input,
-    resolve_target,
-    selected_logits,
-)
-from tea_med.explain.layers import ActivationCapture
+from tea_med.explain.base import selected_logits
+from tea_med.explain.layers import LayerMapExplainer
 
 
 def upsample_to(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -24,7 +15,7 @@ def upsample_to(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(m, size=x.shape[2:], mode=mode, align_corners=False)
 
 
-class GradCAM(Explainer):
+class GradCAM(LayerMapExplainer):
     """``ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the spatial mean of ``dQ/dA_k``.
 
     Args:
@@ -34,29 +25,12 @@ class GradCAM(Explainer):
     The heatmap has one channel: ``[B, 1, *spatial]`` at the input's size.
     """
 
-    def __init__(self, layer: str | None = None) -> None:
-        self.layer = layer
-
-    def explain(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        target: Target,
-        *,
-        eps: float | torch.Tensor | None = None,
-        create_graph: bool = False,
-    ) -> Explanation:
-        x_in = plain_input(x)
-        with ActivationCapture(model, self.layer, x_in.ndim) as cap, torch.enable_grad():
-            logits = check_logits(model(x_in), x_in.shape[0])
-        a = cap.result()
-        t = resolve_target(target, logits)
-        (grad,) = torch.autograd.grad(selected_logits(logits, t), a, create_graph=create_graph)
+    def layer_map(
+        self, a: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, x: torch.Tensor, create_graph: bool
+    ) -> torch.Tensor:
+        (grad,) = torch.autograd.grad(selected_logits(logits, target), a, create_graph=create_graph)
         weights = grad.mean(dim=tuple(range(2, grad.ndim)), keepdim=True)
-        cam = upsample_to(torch.relu((weights * a).sum(1, keepdim=True)), x_in)
-        if not create_graph:
-            cam, logits = cam.detach(), logits.detach()
-        return Explanation(heatmap=cam, logits=logits, target=t)
+        return upsample_to(torch.relu((weights * a).sum(1, keepdim=True)), x)
 
     def __repr__(self) -> str:
         return f"GradCAM(layer={self.layer!r})"

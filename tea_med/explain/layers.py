@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from types import TracebackType
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
+
+from tea_med.explain.base import (
+    Explainer,
+    Explanation,
+    Target,
+    check_logits,
+    plain_input,
+    resolve_target,
+)
 
 
 class ActivationCapture:
@@ -70,3 +80,36 @@ class ActivationCapture:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+
+
+class LayerMapExplainer(Explainer):
+    """Template for explainers built from one layer's activation ``A`` (Grad-CAM, attention):
+    one forward with ``A`` captured, then :meth:`layer_map` turns it into a ``[B, 1, *spatial]``
+    map at the input's size. Detached unless ``create_graph``."""
+
+    def __init__(self, layer: str | None = None) -> None:
+        self.layer = layer
+
+    @abstractmethod
+    def layer_map(
+        self, a: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, x: torch.Tensor, create_graph: bool
+    ) -> torch.Tensor:
+        """The ``[B, 1, *spatial]`` map at ``x``'s size from the activation ``a``."""
+
+    def explain(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        target: Target,
+        *,
+        eps: float | torch.Tensor | None = None,
+        create_graph: bool = False,
+    ) -> Explanation:
+        x_in = plain_input(x)
+        with ActivationCapture(model, self.layer, x_in.ndim) as cap, torch.enable_grad():
+            logits = check_logits(model(x_in), x_in.shape[0])
+            t = resolve_target(target, logits)
+            heat = self.layer_map(cap.result(), logits, t, x_in, create_graph)
+        if not create_graph:
+            heat, logits = heat.detach(), logits.detach()
+        return Explanation(heatmap=heat, logits=logits, target=t)
