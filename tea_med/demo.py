@@ -43,12 +43,13 @@ class DemoSettings:
     size: int = 64
     n: int = 240
     seed: int = 0
-    segmenter_epochs: int = 60
+    segmenter_epochs: int = 50
     teacher_epochs: int = 40
-    standard_epochs: int = 20
-    student_epochs: int = 35
-    classifier_lr: float = 3e-4
+    standard_epochs: int = 15
+    student_epochs: int = 36
+    classifier_lr: float = 1e-3
     student_lr: float = 1e-3
+    student_val_interval: int = 2
     batch_size: int = 16
     force: bool = False
     progress: bool = True
@@ -61,6 +62,7 @@ class DemoSettings:
         s = DemoSettings(**asdict(self))
         for name in ("segmenter_epochs", "teacher_epochs", "standard_epochs", "student_epochs"):
             setattr(s, name, max(1, round(getattr(s, name) * epochs)))
+        s.student_val_interval = min(s.student_val_interval, s.student_epochs)  # validate at least once
         return s
 
 
@@ -211,8 +213,10 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
                     "optimizer": {
                         "_target_": "torch.optim.Adam",
                         "params": "$@network.parameters()",
-                        "lr": 1e-4,
+                        "lr": s.student_lr,
                     },
+                    "learning_rate": s.student_lr,
+                    "val_interval": s.student_val_interval,
                     "lr_milestones": [10_000],
                 }
                 _workflow(student_dir / "configs" / "train.json", ov, runs, stage, s.progress)

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tea_med.cli import main
-from tea_med.demo import EXPERIMENT, STAGES
+from tea_med.demo import EXPERIMENT, STAGES, DemoSettings
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,16 @@ def test_second_run_skips_finished_stages(demo_out: Path, capsys: pytest.Capture
     printed = capsys.readouterr().out
     for stage in STAGES:
         assert f"[{stage}] up to date, skipped" in printed
+
+
+def test_each_stage_trains_with_the_settings_learning_rate(demo_out: Path) -> None:
+    client = MlflowClient(tracking_uri=f"sqlite:///{demo_out / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    lr = {r.info.run_name.rsplit("_", 1)[0]: r.data.metrics.get("lr_group_0") for r in runs}
+    defaults = DemoSettings()
+    assert lr["teacher"] == pytest.approx(defaults.classifier_lr)
+    assert lr["standard"] == pytest.approx(defaults.classifier_lr)
+    assert lr["student"] == pytest.approx(defaults.student_lr)  # the optimiser's, not a logged param
 
 
 @pytest.mark.parametrize(

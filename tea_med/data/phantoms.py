@@ -107,6 +107,8 @@ TRAIN_HOSPITALS = HOSPITALS[:3]
 #: hospitals never seen in training (test_unbiased)
 UNSEEN_HOSPITALS = HOSPITALS[3:]
 _LUNG_NOISE = 0.012  # the same for every hospital
+#: peak added density of each finding, drawn uniformly per image
+_LESION_AMPLITUDE = {"pneumonia": (0.50, 0.65), "covid": (0.35, 0.45)}
 #: hospital-specific intensities stay this far above the brightest lung value: more than two
 #: bins of a 256-bin equalisation, so no lung pixel's equalised value can depend on them
 _RANK_MARGIN = 0.02
@@ -243,13 +245,13 @@ def _lesion(label: str, mask: np.ndarray, size: int, rng: np.random.Generator) -
         r = rng.uniform(0.09, 0.16)
         blob = np.exp(-(((u - uc) ** 2 + (v - vc) ** 2) / r**2))
         texture = 0.75 + 0.25 * np.tanh(_smooth_noise(rng, size, size / 40))
-        lesion = rng.uniform(0.30, 0.40) * blob * texture * target
+        lesion = rng.uniform(*_LESION_AMPLITUDE[label]) * blob * texture * target
     elif label == "covid":  # bilateral, peripheral, lower-zone ground glass
         depth = distance_transform_edt(mask) * (2.0 / size)
         peripheral = np.exp(-depth / 0.08)
         lower = 0.35 + 0.65 * np.clip((v + 0.6) / 1.2, 0, 1)
         patchy = 1 / (1 + np.exp(-3 * _smooth_noise(rng, size, size / 30) - 1))
-        lesion = rng.uniform(0.20, 0.28) * peripheral * lower * patchy * mask
+        lesion = rng.uniform(*_LESION_AMPLITUDE[label]) * peripheral * lower * patchy * mask
     else:
         raise ValueError(f"unknown class {label!r}; choose one of {CLASSES}")
     return lesion.astype(np.float32)

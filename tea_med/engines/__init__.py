@@ -6,6 +6,7 @@ from tea_med.engines.outputs import (
     per_item,
     student_scores_and_teacher_class,
 )
+from tea_med.engines.recalibration import BatchNormRecalibration, recalibrate_batchnorm
 from tea_med.engines.resume import RandomStates, ResumeCheckpoint, latest_checkpoint
 from tea_med.engines.tea import (
     BN_MODES,
@@ -18,6 +19,7 @@ from tea_med.engines.tea import (
 
 __all__ = [
     "BN_MODES",
+    "BatchNormRecalibration",
     "ItemAverage",
     "RandomStates",
     "ResumeCheckpoint",
@@ -29,5 +31,6 @@ __all__ = [
     "latest_checkpoint",
     "lower_is_better",
     "per_item",
+    "recalibrate_batchnorm",
     "student_scores_and_teacher_class",
 ]
