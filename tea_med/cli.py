@@ -363,6 +363,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--epochs", type=float, default=1.0, help="multiply every stage's epochs by this (default 1)"
     )
+    p.add_argument(
+        "--student-epochs",
+        type=_positive_int,
+        default=None,
+        help=f"TEA student epochs, after --epochs scaling (default {defaults.student_epochs} x --epochs); "
+        "the student is the slowest stage and the one that gains most from more",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="redo every stage")
 
@@ -371,7 +378,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
         try:
             settings = DemoSettings(out=args.out, size=args.size, n=args.n, seed=args.seed, force=args.force)
-            summary = run_demo(settings.scaled(args.epochs))
+            settings = settings.scaled(args.epochs)
+            if args.student_epochs is not None:
+                settings.student_epochs = args.student_epochs
+                settings.student_val_interval = min(settings.student_val_interval, args.student_epochs)
+            summary = run_demo(settings)
         except (ValueError, FileNotFoundError) as err:
             print(f"tea-med demo: {err}", file=sys.stderr)
             return 2

@@ -15,7 +15,8 @@ from tea_med.demo import EXPERIMENT, STAGES, DemoSettings
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--out", str(out), "--size", "32", "--n", "6", "--epochs", "0.07"]) == 0
+    args = ["--size", "32", "--n", "6", "--epochs", "0.07", "--student-epochs", "2"]
+    assert main(["demo", "--out", str(out), *args]) == 0
     return out
 
 
@@ -56,14 +57,19 @@ def test_second_run_skips_finished_stages(demo_out: Path, capsys: pytest.Capture
         assert f"[{stage}] up to date, skipped" in printed
 
 
-def test_each_stage_trains_with_the_settings_learning_rate(demo_out: Path) -> None:
+def test_each_stage_trains_with_the_settings_learning_rate_and_epochs(demo_out: Path) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_out / 'mlruns.db'}")
-    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
-    lr = {r.info.run_name.rsplit("_", 1)[0]: r.data.metrics.get("lr_group_0") for r in runs}
+    runs = {
+        r.info.run_name.rsplit("_", 1)[0]: r
+        for r in client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    }
+    lr = {stage: r.data.metrics.get("lr_group_0") for stage, r in runs.items()}
     defaults = DemoSettings()
     assert lr["teacher"] == pytest.approx(defaults.classifier_lr)
     assert lr["standard"] == pytest.approx(defaults.classifier_lr)
     assert lr["student"] == pytest.approx(defaults.student_lr)  # the optimiser's, not a logged param
+    assert runs["teacher"].data.params["max_epochs"] == str(round(defaults.teacher_epochs * 0.07))
+    assert runs["student"].data.params["max_epochs"] == "2"  # --student-epochs wins over --epochs
 
 
 @pytest.mark.parametrize(
@@ -75,3 +81,10 @@ def test_bad_arguments(
 ) -> None:
     assert main(["demo", "--out", str(tmp_path), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_student_epochs_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--out", str(tmp_path), "--student-epochs", "0"])
+    assert info.value.code == 2
+    assert "argument --student-epochs: expected a whole number >= 1, got 0" in capsys.readouterr().err
