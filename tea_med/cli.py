@@ -378,11 +378,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
         try:
             settings = DemoSettings(out=args.out, size=args.size, n=args.n, seed=args.seed, force=args.force)
-            settings = settings.scaled(args.epochs)
-            if args.student_epochs is not None:
-                settings.student_epochs = args.student_epochs
-                settings.student_val_interval = min(settings.student_val_interval, args.student_epochs)
-            summary = run_demo(settings)
+            summary = run_demo(settings.scaled(args.epochs, args.student_epochs))
         except (ValueError, FileNotFoundError) as err:
             print(f"tea-med demo: {err}", file=sys.stderr)
             return 2

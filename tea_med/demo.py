@@ -55,13 +55,16 @@ class DemoSettings:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def scaled(self, epochs: float) -> DemoSettings:
-        """A copy with every epoch count multiplied by ``epochs`` (``--epochs``)."""
+    def scaled(self, epochs: float, student_epochs: int | None = None) -> DemoSettings:
+        """A copy with every epoch count multiplied by ``epochs`` (``--epochs``), then the
+        student's set to ``student_epochs`` when given (``--student-epochs``)."""
         if epochs <= 0:
             raise ValueError(f"--epochs must be > 0, got {epochs}")
         s = DemoSettings(**asdict(self))
         for name in ("segmenter_epochs", "teacher_epochs", "standard_epochs", "student_epochs"):
             setattr(s, name, max(1, round(getattr(s, name) * epochs)))
+        if student_epochs is not None:
+            s.student_epochs = student_epochs
         s.student_val_interval = min(s.student_val_interval, s.student_epochs)  # validate at least once
         return s
 
