@@ -50,6 +50,11 @@ class DemoSettings:
     classifier_lr: float = 1e-3
     student_lr: float = 1e-3
     student_val_interval: int = 2
+    #: LRP-ε range of the student stage. METHOD.md's X-ray default is 1e-3..1e-2 and its
+    #: Coloured-MNIST-like setting 1e-2..1e-1; on the 64-px phantoms the latter brought the
+    #: student to the teacher's accuracy about three times sooner (measured; README).
+    eps_lo: float = 1e-2
+    eps_hi: float = 1e-1
     batch_size: int = 16
     force: bool = False
     progress: bool = True
@@ -220,6 +225,8 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
                     },
                     "learning_rate": s.student_lr,
                     "val_interval": s.student_val_interval,
+                    "eps_lo": s.eps_lo,
+                    "eps_hi": s.eps_hi,
                     "lr_milestones": [10_000],
                 }
                 _workflow(student_dir / "configs" / "train.json", ov, runs, stage, s.progress)

@@ -57,7 +57,7 @@ def test_second_run_skips_finished_stages(demo_out: Path, capsys: pytest.Capture
         assert f"[{stage}] up to date, skipped" in printed
 
 
-def test_each_stage_trains_with_the_settings_learning_rate_and_epochs(demo_out: Path) -> None:
+def test_each_stage_trains_with_the_settings_learning_rate_epochs_and_eps(demo_out: Path) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_out / 'mlruns.db'}")
     runs = {
         r.info.run_name.rsplit("_", 1)[0]: r
@@ -70,6 +70,8 @@ def test_each_stage_trains_with_the_settings_learning_rate_and_epochs(demo_out: 
     assert lr["student"] == pytest.approx(defaults.student_lr)  # the optimiser's, not a logged param
     assert runs["teacher"].data.params["max_epochs"] == str(round(defaults.teacher_epochs * 0.07))
     assert runs["student"].data.params["max_epochs"] == "2"  # --student-epochs wins over --epochs
+    eps = (runs["student"].data.params["eps_lo"], runs["student"].data.params["eps_hi"])
+    assert tuple(map(float, eps)) == (defaults.eps_lo, defaults.eps_hi)
 
 
 @pytest.mark.parametrize(
