@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.bundles import REPO, SCHEMA, SIZE, bundle_cli
+from helpers.bundles import REPO, SCHEMA, SIZE, bundle_cli, initialized_workflow
 from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigWorkflow
 
@@ -47,16 +47,7 @@ def overrides(phantoms: Path, teacher_ckpt: Path, work: Path, **extra: object) -
 
 
 def workflow(name: str, workflow_type: str, **kw: object) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=str(CONFIGS / f"{name}.json"),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **kw,
-    )
-    wf.initialize()
-    assert wf.check_properties() == []
-    return wf
+    return initialized_workflow(CONFIGS, name, workflow_type, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.bundles import SCHEMA, SIZE, TEACHER, bundle_cli, small_overrides
+from helpers.bundles import SCHEMA, SIZE, TEACHER, bundle_cli, initialized_workflow, small_overrides
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
@@ -21,16 +21,7 @@ META = CONFIGS / "metadata.json"
 
 
 def workflow(name: str, workflow_type: str, phantoms: Path, work: Path, **extra: object) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=str(CONFIGS / f"{name}.json"),
-        meta_file=str(META),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **{**small_overrides(phantoms, work), **extra},
-    )
-    wf.initialize()
-    assert wf.check_properties() == []
-    return wf
+    return initialized_workflow(CONFIGS, name, workflow_type, **{**small_overrides(phantoms, work), **extra})
 
 
 @pytest.fixture(scope="module")

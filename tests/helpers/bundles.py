@@ -6,10 +6,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+from monai.bundle import ConfigWorkflow
+
 REPO = Path(__file__).resolve().parents[2]
 TEACHER = REPO / "bundles" / "tea_teacher"
 SCHEMA = REPO / "bundles" / "schema" / "meta_schema.json"
 SIZE = 32
+
+
+def initialized_workflow(configs: Path, name: str, workflow_type: str, **overrides: object) -> ConfigWorkflow:
+    """``configs/<name>.json`` as a MONAI ``ConfigWorkflow``, initialised, its properties checked."""
+    wf = ConfigWorkflow(
+        config_file=str(configs / f"{name}.json"),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type=workflow_type,
+        **overrides,
+    )
+    wf.initialize()
+    assert wf.check_properties() == []
+    return wf
 
 
 def small_overrides(phantoms: Path, work: Path) -> dict[str, object]:
