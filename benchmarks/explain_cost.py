@@ -27,7 +27,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from tea_med.explain import InputGradient, LRPEpsilon, sample_eps, sample_targets
+from tea_med.engines import sample_eps, sample_targets
+from tea_med.explain import InputGradient, LRPEpsilon
 from tea_med.losses import TEALoss
 from tea_med.networks import densenet121, use_fast_double_backward
 

@@ -20,7 +20,8 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_demo_writes_report_table_and_summary(demo_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.slow
+def test_demo_writes_report_table_and_summary(demo_out: Path) -> None:
     report = (demo_out / "report.html").read_text()
     for needle in ("Bias", "test_unbiased", "teacher", "standard", "student", "heatmaps_deceiving.png"):
         assert needle in report
@@ -38,6 +39,7 @@ def test_demo_writes_report_table_and_summary(demo_out: Path, capsys: pytest.Cap
     }
 
 
+@pytest.mark.slow
 def test_every_stage_is_a_run_nested_under_one_parent(demo_out: Path) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_out / 'mlruns.db'}")
     exp = client.get_experiment_by_name(EXPERIMENT)
@@ -49,6 +51,7 @@ def test_every_stage_is_a_run_nested_under_one_parent(demo_out: Path) -> None:
     assert "report.html" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
 
 
+@pytest.mark.slow
 def test_second_run_skips_finished_stages(demo_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
     assert main(["demo", "--out", str(demo_out), "--size", "32", "--n", "6", "--epochs", "0.07"]) == 0
@@ -57,6 +60,7 @@ def test_second_run_skips_finished_stages(demo_out: Path, capsys: pytest.Capture
         assert f"[{stage}] up to date, skipped" in printed
 
 
+@pytest.mark.slow
 def test_each_stage_trains_with_the_settings_learning_rate_epochs_and_eps(demo_out: Path) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_out / 'mlruns.db'}")
     runs = {

@@ -2,10 +2,10 @@
 
 Works with any bundle whose ``configs/inference.json`` defines ``network_def``, ``ckpt_path``,
 ``image_size`` and ``class_names`` (``tea_teacher``, ``tea_student``). A
-:class:`~tea_med.networks.TeacherPipeline` is explained the way TEA explains it (METHOD.md
-section 5): through its classifier, on the masked input (lungs kept, background replaced by
+:class:`~tea_med.networks.TeacherPipeline` is explained the way TEA explains it
+(docs/method.md, section 5): through its classifier, on the masked input (lungs kept, background replaced by
 seeded noise); any other network is explained directly. The explained quantity is the raw
-logit of the predicted class (or of a chosen class), LRP-ε as in METHOD.md section 2.
+logit of the predicted class (or of a chosen class), LRP-ε as in docs/method.md, section 2.
 
 No training code is imported here.
 """
@@ -26,7 +26,7 @@ from torch import nn
 from tea_med.data import test_transforms
 from tea_med.data.errors import DataError
 from tea_med.explain import LRPEpsilon
-from tea_med.networks import TeacherPipeline, load_weights
+from tea_med.networks import explained_input, load_weights
 
 CONFIG = Path("configs") / "inference.json"
 #: ids every explainable bundle defines in ``configs/inference.json``
@@ -227,17 +227,12 @@ def explain_tensor(
     net = bundle.network
     device = next(net.parameters()).device
     x = image[None].to(device=device, dtype=torch.float32)
-    mask = None
-    model: nn.Module = net
-    if isinstance(net, TeacherPipeline):
-        cuda: list[int] = []
-        if device.type == "cuda":
-            cuda = [device.index if device.index is not None else torch.cuda.current_device()]
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            with torch.no_grad():
-                x, mask = net.masked_input(x)
-        model = net.classifier
+    cuda: list[int] = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda), torch.no_grad():
+        torch.manual_seed(seed)
+        model, x, mask = explained_input(net, x)
     target: Any = (lambda z: z.argmax(1)) if class_index is None else torch.tensor([class_index])
     result = lrp.explain(model, x, target, eps=eps)
     probs = torch.softmax(result.logits.detach().float(), dim=1)[0].cpu()

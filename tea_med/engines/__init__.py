@@ -1,4 +1,5 @@
-"""Training and inference steps plugged into MONAI engines, and their output adapters."""
+"""TEA training plugged into MONAI engines: the task, its per-image draws, the steps, output
+adapters for ignite metrics, batch-norm recalibration and resumable training."""
 
 from tea_med.engines.outputs import (
     ItemAverage,
@@ -8,14 +9,9 @@ from tea_med.engines.outputs import (
 )
 from tea_med.engines.recalibration import BatchNormRecalibration, recalibrate_batchnorm
 from tea_med.engines.resume import RandomStates, ResumeCheckpoint, latest_checkpoint
-from tea_med.engines.tea import (
-    BN_MODES,
-    TEAEpochMetrics,
-    TEATask,
-    TEATrainStep,
-    TEAValidationStep,
-    lower_is_better,
-)
+from tea_med.engines.sampling import sample_eps, sample_targets
+from tea_med.engines.steps import TEATrainStep, TEAValidationStep, lower_is_better
+from tea_med.engines.task import BN_MODES, TEATask
 
 __all__ = [
     "BN_MODES",
@@ -23,7 +19,6 @@ __all__ = [
     "ItemAverage",
     "RandomStates",
     "ResumeCheckpoint",
-    "TEAEpochMetrics",
     "TEATask",
     "TEATrainStep",
     "TEAValidationStep",
@@ -32,5 +27,7 @@ __all__ = [
     "lower_is_better",
     "per_item",
     "recalibrate_batchnorm",
+    "sample_eps",
+    "sample_targets",
     "student_scores_and_teacher_class",
 ]

@@ -34,6 +34,12 @@ def _batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     ]
 
 
+def _running_stats(m: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(running_mean, running_var)``: both exist, :func:`_batch_norms` keeps modules that track them."""
+    assert m.running_mean is not None and m.running_var is not None
+    return m.running_mean, m.running_var
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(
     module: nn.Module,
@@ -72,7 +78,10 @@ def recalibrate_batchnorm(
     if device is None:
         device = next(module.parameters()).device
     modes = [(m, m.training) for m in (model.modules() if isinstance(model, nn.Module) else module.modules())]
-    saved = [(m, m.momentum, m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    saved = []
+    for m in norms:
+        running_mean, running_var = _running_stats(m)
+        saved.append((m, m.momentum, running_mean.clone(), running_var.clone()))
     n = 0
     try:
         if isinstance(model, nn.Module):
@@ -93,14 +102,15 @@ def recalibrate_batchnorm(
             raise ValueError("recalibrate_batchnorm: no batches to estimate the statistics from")
     except BaseException:
         for m, _, mean, var in saved:
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
+            running_mean, running_var = _running_stats(m)
+            running_mean.copy_(mean)
+            running_var.copy_(var)
         raise
     finally:
         for m, momentum, _, _ in saved:
             m.momentum = momentum
-        for m, training in modes:
-            m.training = training
+        for mod, training in modes:
+            mod.training = training
     return n
 
 

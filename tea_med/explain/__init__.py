@@ -11,7 +11,6 @@ from tea_med.explain.gradcam import GradCAM
 from tea_med.explain.gradient import GradientXInput, InputGradient
 from tea_med.explain.guard import ForwardGuard
 from tea_med.explain.lrp import LRPEpsilon
-from tea_med.explain.sampling import sample_eps, sample_targets
 
 EXPLAINERS: dict[str, type[Explainer]] = {
     "lrp_epsilon": LRPEpsilon,
@@ -32,6 +31,4 @@ __all__ = [
     "LRPEpsilon",
     "LRPUnsupportedError",
     "SpatialAttention",
-    "sample_eps",
-    "sample_targets",
 ]

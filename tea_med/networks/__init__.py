@@ -30,9 +30,10 @@ _WHERE = {
     "STUDENT_INITS": "student",
     "init_student": "student",
     "last_linear": "student",
-    "load_teacher": "student",
-    "teacher_classifier": "student",
+    "load_teacher": "teacher",
+    "teacher_classifier": "teacher",
     "TeacherPipeline": "teacher",
+    "explained_input": "teacher",
 }
 
 __all__ = sorted(_WHERE)

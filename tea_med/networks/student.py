@@ -7,17 +7,9 @@ import copy
 from torch import nn
 
 from tea_med.networks.batchnorm import use_fast_double_backward
-from tea_med.networks.checkpoints import load_weights
-from tea_med.networks.classifiers import densenet121
-from tea_med.networks.segmenter import lung_segmenter
-from tea_med.networks.teacher import TeacherPipeline
+from tea_med.networks.teacher import teacher_classifier
 
 STUDENT_INITS = ("copy", "random")
-
-
-def teacher_classifier(teacher: nn.Module) -> nn.Module:
-    """The classifier inside a :class:`TeacherPipeline`, or ``teacher`` itself."""
-    return teacher.classifier if isinstance(teacher, TeacherPipeline) else teacher
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -29,7 +21,7 @@ def last_linear(model: nn.Module) -> nn.Linear:
 
 
 def init_student(teacher: nn.Module, mode: str = "copy", freeze_last: bool = True) -> nn.Module:
-    """A student for TEA built from ``teacher``'s classifier (METHOD.md section 6).
+    """A student for TEA built from ``teacher``'s classifier (docs/method.md, section 6).
 
     Args:
         teacher: a :class:`TeacherPipeline` or any classifier.
@@ -47,21 +39,7 @@ def init_student(teacher: nn.Module, mode: str = "copy", freeze_last: bool = Tru
         last = last_linear(student)
         for m in student.modules():
             if m is not last and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+                m.reset_parameters()  # type: ignore[operator]  # nn.Module.__getattr__ is typed Tensor | Module
     if freeze_last:
         last_linear(student).requires_grad_(False)
     return use_fast_double_backward(student)
-
-
-def load_teacher(
-    ckpt_path: str,
-    num_classes: int = 3,
-    segmenter_profile: str = "paper",
-    threshold: float = 0.4,
-) -> TeacherPipeline:
-    """The frozen teacher saved by the ``tea_teacher`` bundle (``models/model.pt``), in eval mode."""
-    teacher = TeacherPipeline(
-        lung_segmenter(segmenter_profile), densenet121(num_classes=num_classes), threshold
-    )
-    load_weights(teacher, ckpt_path)
-    return teacher.eval().requires_grad_(False)

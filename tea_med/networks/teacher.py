@@ -2,11 +2,13 @@
 
 ``TeacherPipeline(segmenter, classifier)(x)`` segments the lungs, thresholds the probability
 (default 0.4), replaces everything outside the mask by uniform noise over the preprocessed
-intensity range ``[0, 1]`` (METHOD.md section 5) and returns the classifier's logits. Its
+intensity range ``[0, 1]`` (docs/method.md, section 5) and returns the classifier's logits. Its
 heatmap is taken through the classifier only, on :meth:`TeacherPipeline.masked_input`.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
@@ -82,3 +84,50 @@ class TeacherPipeline(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         masked, _ = self.masked_input(x)
         return self.classifier(masked)
+
+
+def teacher_classifier(teacher: nn.Module) -> nn.Module:
+    """The classifier inside a :class:`TeacherPipeline`, or ``teacher`` itself."""
+    return teacher.classifier if isinstance(teacher, TeacherPipeline) else teacher
+
+
+def explained_input(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor, torch.Tensor | None]:
+    """What is explained when ``model`` is explained on ``x``: ``(network, input, mask)``.
+
+    A :class:`TeacherPipeline` is explained through its classifier on its masked input (the
+    background noise is drawn from the global torch RNG; ``mask`` is the ``[B, 1, H, W]`` lung
+    mask); any other model on ``x`` itself, with ``mask`` ``None``.
+    """
+    if isinstance(model, TeacherPipeline):
+        masked, mask = model.masked_input(x)
+        return model.classifier, masked, mask
+    return model, x, None
+
+
+def load_teacher(
+    ckpt_path: str | os.PathLike[str] | None,
+    num_classes: int = 3,
+    segmenter_profile: str = "paper",
+    threshold: float = 0.4,
+) -> TeacherPipeline:
+    """The frozen teacher saved by the ``tea_teacher`` bundle (``models/model.pt``), in eval mode."""
+    from tea_med.networks.checkpoints import load_weights
+    from tea_med.networks.classifiers import densenet121
+    from tea_med.networks.segmenter import lung_segmenter
+
+    if ckpt_path is None or not os.fspath(ckpt_path):
+        raise ValueError(
+            "teacher_ckpt is not set: pass the teacher bundle's checkpoint, e.g. "
+            "--teacher_ckpt path/to/tea_teacher/models/model.pt"
+        )
+    if not os.path.isfile(ckpt_path):
+        raise FileNotFoundError(
+            f"teacher_ckpt {os.fspath(ckpt_path)!r} does not exist: train the teacher bundle first "
+            "(configs/train_segmenter, then configs/train_classifier) or point --teacher_ckpt at its "
+            "models/model.pt"
+        )
+    teacher = TeacherPipeline(
+        lung_segmenter(segmenter_profile), densenet121(num_classes=num_classes), threshold
+    )
+    load_weights(teacher, ckpt_path)
+    return teacher.eval().requires_grad_(False)

@@ -17,6 +17,8 @@ from monai.bundle import ConfigWorkflow
 
 from tea_med.networks import TeacherPipeline, densenet121, lung_segmenter
 
+pytestmark = pytest.mark.slow  # every test here trains or runs a bundle
+
 STUDENT = REPO / "bundles" / "tea_student"
 CONFIGS = STUDENT / "configs"
 

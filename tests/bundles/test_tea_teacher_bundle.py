@@ -16,6 +16,8 @@ from PIL import Image
 
 from tea_med.networks import TeacherPipeline, densenet121, load_weights, lung_segmenter
 
+pytestmark = pytest.mark.slow  # every test here trains or runs a bundle
+
 CONFIGS = TEACHER / "configs"
 META = CONFIGS / "metadata.json"
 

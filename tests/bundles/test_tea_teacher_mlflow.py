@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from helpers.bundles import (
     TEACHER,
     bundle_cli,
@@ -12,6 +13,8 @@ from helpers.bundles import (
 )
 from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigWorkflow
+
+pytestmark = pytest.mark.slow  # every test here trains or runs a bundle
 
 
 def test_classifier_training_is_tracked_in_a_sqlite_store(phantoms: Path, tmp_path: Path) -> None:

@@ -150,7 +150,10 @@ def test_teacher_heatmaps_are_reproducible_and_leave_the_global_rng_alone(
     expected_after = torch.rand(3)
     torch.testing.assert_close(after, expected_after)
     second = explain_images(teacher_bundle, images[:1], overrides=OVERRIDES)[0]
-    torch.testing.assert_close(first.heatmap, second.heatmap, rtol=0, atol=0)
+    # same seed -> the very same background noise (random draws are exact) ...
+    assert torch.equal(first.model_input, second.model_input)
+    # ... and the same heatmap up to float32 rounding: CPU kernels may sum in a thread-dependent order
+    torch.testing.assert_close(first.heatmap, second.heatmap, rtol=1e-4, atol=1e-6)
     other_seed = explain_images(teacher_bundle, images[:1], overrides=OVERRIDES, seed=1)[0]
     assert not torch.equal(other_seed.model_input, first.model_input)  # the noise did change
 

@@ -7,12 +7,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+import torch.nn.functional as F
+from monai.engines import SupervisedTrainer
 from torch import nn
 
 from tea_med.data.phantoms import CLASSES, iter_phantoms
-from tea_med.engines import TEATask, TEATrainStep, recalibrate_batchnorm
-from tea_med.explain import LRPEpsilon, sample_eps, sample_targets
+from tea_med.engines import TEATask, TEATrainStep, recalibrate_batchnorm, sample_eps, sample_targets
+from tea_med.explain import LRPEpsilon
 from tea_med.losses import TEALoss
 from tea_med.networks import TeacherPipeline, init_student, lung_segmenter
 
@@ -89,10 +90,20 @@ def test_the_update_equals_the_one_from_the_heatmap_loss_alone(trained_teacher) 
     opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     step = TEATrainStep(task, opt, max_grad_norm=1.0)
     gen_state = task.generator.get_state()
-    engine = Engine(step)
-    engine.state.epoch, engine.state.device = 1, None
-    out = step(engine, {"image": xb, "label": yb})
-    assert set(out) >= {"pred", "teacher", "loss"}
+    batch = {"image": xb, "label": yb}
+    engine = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[batch],
+        network=student,
+        optimizer=opt,
+        loss_function=task.loss,
+        iteration_update=step,
+        decollate=False,
+    )
+    engine.run()  # one iteration of the stock trainer, as the bundle runs it
+    out = engine.state.output
+    assert set(out) >= {"pred", "teacher", "loss", "agreement", "loss_level0"}
 
     # The same step written out: same ε and classes (same generator state), heatmaps only.
     gen = torch.Generator()
@@ -112,8 +123,12 @@ def test_the_update_equals_the_one_from_the_heatmap_loss_alone(trained_teacher) 
         torch.testing.assert_close(a, b, msg=name)
         moved |= not torch.equal(a, teacher.state_dict()[name])
     assert moved
-    # the frozen last layer did not move, the teacher did not move
+    # the frozen last layer did not move, the teacher (parameters and batch-norm buffers) did not move
     torch.testing.assert_close(student[-1].weight, teacher[-1].weight, rtol=0, atol=0)
+    frozen = task.teacher.state_dict()
+    assert frozen.keys() == teacher.state_dict().keys()
+    for name, value in teacher.state_dict().items():
+        torch.testing.assert_close(frozen[name], value, rtol=0, atol=0, msg=name)
 
 
 def test_teacher_pipeline_is_explained_through_its_classifier_on_the_masked_input() -> None:
@@ -141,32 +156,68 @@ def test_bn_modes_and_frozen_teacher() -> None:
         TEATask(teacher, init_student(teacher), bn_mode="eval")
 
 
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy written out: log-sum-exp (max subtracted) minus the true class's logit."""
+    m = logits.max(1, keepdim=True).values
+    lse = m[:, 0] + torch.log(torch.exp(logits - m).sum(1))
+    return (lse - logits[torch.arange(len(y)), y]).mean()
+
+
+def _tea_loss_written_out(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Paper Eqs. 1-2, ``mean|S - T| / (sqrt(mean|S|) sqrt(mean|T|) + 1e-10)`` averaged over the
+    batch and the levels; 32-px maps give the levels 32, 16 and 8 px (average pooling by 1, 2, 4)."""
+    total = s.new_zeros(())
+    for k in (1, 2, 4):
+        sk = F.avg_pool2d(s, k).flatten(1) if k > 1 else s.flatten(1)
+        tk = F.avg_pool2d(t, k).flatten(1) if k > 1 else t.flatten(1)
+        d = (sk - tk).abs().mean(1) / (sk.abs().mean(1).sqrt() * tk.abs().mean(1).sqrt() + 1e-10)
+        total = total + d.mean()
+    return total / 3
+
+
 def test_warmup_co_training_trains_the_teacher_with_the_tea_gradient() -> None:
-    """Warm-up: teacher loss = 0.1 CE + TEA loss; afterwards: weight * CE alone."""
-    teacher = small_cnn()
+    """Warm-up: teacher loss = 0.1 CE + TEA loss (both reach the teacher); afterwards weight * CE.
+
+    The expected objective is assembled here from a written-out cross-entropy and TEA loss on the
+    LRP-ε heatmaps (LRPEpsilon is checked against a matrix form in tests/explain) with the task's
+    classes and ε; its value and its gradient with respect to every teacher parameter must match.
+    """
+    torch.manual_seed(0)
+    teacher = small_cnn().double()
     student = init_student(teacher.eval(), mode="random")  # a copy would match exactly: zero TEA gradient
-    task = TEATask(teacher, student, teacher_ce_weight=1.0, warmup_epochs=1, seed=0)
-    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    weight = 2.5  # not 1 and not 0.1: a wrong factor after warm-up shows
+    task = TEATask(teacher, student, teacher_ce_weight=weight, warmup_epochs=1, seed=0)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 3, 32, 32, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0])
+    params = list(teacher.parameters())
 
-    def teacher_grads(loss: torch.Tensor) -> list[torch.Tensor]:
-        return list(
-            torch.autograd.grad(loss, list(teacher.parameters()), retain_graph=True, allow_unused=True)
-        )
+    def teacher_grads(loss: torch.Tensor) -> list[torch.Tensor | None]:
+        return list(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True))
 
+    lrp = LRPEpsilon()
     task.train()
+    assert teacher.training  # co-training: the teacher runs in training mode
     for warmup in (True, False):
-        torch.manual_seed(9)
         out = task(x, label=y, warmup=warmup)
-        with torch.no_grad():
-            logits = out["teacher_logits"]
-        ce = nn.functional.cross_entropy(logits, y)
-        expected = (0.1 * ce + out["loss"]) if warmup else ce
-        assert float(out["teacher_loss"]) == pytest.approx(float(expected), rel=1e-6)
-        g = teacher_grads(out["teacher_loss"])
+        t = lrp.explain(teacher, x, out["target"], eps=out["eps"], create_graph=True)
+        s = lrp(student, x, out["target"], eps=out["eps"])  # a constant for the teacher
+        ce = _cross_entropy(t.logits, y)
+        tea = _tea_loss_written_out(s, t.heatmap)
+        expected = 0.1 * ce + tea if warmup else weight * ce
+        assert float(out["loss"].detach()) == pytest.approx(float(tea.detach()), rel=1e-9)
+        assert float(out["teacher_loss"].detach()) == pytest.approx(float(expected.detach()), rel=1e-9)
+        got, want = teacher_grads(out["teacher_loss"]), teacher_grads(expected)
+        for (name, _), g, w in zip(teacher.named_parameters(), got, want, strict=True):
+            assert g is not None and w is not None, name
+            torch.testing.assert_close(g, w, rtol=1e-7, atol=1e-12, msg=name)
         tea_part = teacher_grads(out["loss"])
-        reaches = any(t is not None and t.abs().sum() > 0 for t in tea_part)
+        reaches = any(g is not None and g.abs().sum() > 0 for g in tea_part)
         assert reaches == warmup  # the TEA gradient reaches the teacher only during warm-up
-        assert all(gi is not None for gi in g)
+        if warmup:  # ... and it is not negligible: 0.1 CE alone has a clearly different gradient
+            ce_only = teacher_grads(0.1 * ce)
+            diff = sum(float((g - c).abs().sum()) for g, c in zip(got, ce_only, strict=True))
+            assert diff > 1e-3 * sum(float(c.abs().sum()) for c in ce_only)
 
     s_opt = torch.optim.SGD([p for p in task.student.parameters() if p.requires_grad], lr=0.1)
     with pytest.raises(ValueError, match="pass teacher_optimizer"):

@@ -1,4 +1,4 @@
-"""Per-image class and ε sampling (METHOD.md section 3)."""
+"""Per-image class and ε sampling (docs/method.md, section 3)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tea_med.explain import sample_eps, sample_targets
+from tea_med.engines import sample_eps, sample_targets
 
 
 def test_targets_half_argmax_otherwise_uniform_over_other_classes(gen: torch.Generator) -> None:

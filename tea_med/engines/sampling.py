@@ -1,4 +1,4 @@
-"""What each training image explains (METHOD.md section 3): its class and its ε."""
+"""What each training image explains (docs/method.md, section 3): its class and its ε."""
 
 from __future__ import annotations
 
