@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow lint format bench clean
+.PHONY: venv demo test test-slow lint typecheck format bench clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,7 @@ demo: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 test-slow: venv
@@ -32,6 +33,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy on tea_med/ (the configuration is [tool.mypy] in pyproject.toml)
+typecheck: venv
+	$(BIN)/mypy
+
 format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
@@ -40,4 +45,4 @@ bench: venv
 	$(BIN)/python benchmarks/explain_cost.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,12 +1,16 @@
-"""Cost of trainable LRP-ε on DenseNet121, as ratios measured in one run (issue 2).
+"""Cost of trainable LRP-ε on DenseNet121, as ratios measured in one run.
 
 (a) LRPEpsilon heatmap / plain input gradient               target <= 1.2
-(b) TEA step / ERM step (same batch, same student)           target <= 4.0 at 224 px
+(b) TEA step / ERM step (same batch)                        target <= 4.0 at 224 px
 (c) peak memory of the TEA step / peak memory of the ERM step target <= 3.0
 
-TEA step = teacher heatmap without graph (eval, frozen) + student heatmap with graph
-(create_graph=True, batch-norm in train mode) + TEALoss + backward + grad-norm clip + SGD step.
-ERM step = forward + cross-entropy + backward + grad-norm clip + SGD step (train mode).
+(b) and (c) time the shipped code path: the student bundle's ``TEATrainStep`` (teacher =
+``TeacherPipeline``: lung segmenter + DenseNet121, its heatmap on the masked input; student
+initialised from the teacher, batch-norm in train mode, SGD + grad-norm clip) driven by MONAI's
+``SupervisedTrainer``, against the same ``SupervisedTrainer`` with its default ERM iteration
+(forward + cross-entropy + backward + SGD step) on a DenseNet121, as the teacher bundle's
+classifier training runs it. One iteration is timed from ``ITERATION_STARTED`` to
+``ITERATION_COMPLETED``; the data loader serves the same batch every time.
 
 Timings are medians of interleaved repetitions; peak memory is measured in a fresh process
 per step kind as the growth of the resident set (VmHWM after resetting it) during one step.
@@ -22,31 +26,16 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+from ignite.engine import Events
+from monai.engines import SupervisedTrainer
 
-from tea_med.engines import sample_eps, sample_targets
+from tea_med.engines import TEATask, TEATrainStep
 from tea_med.explain import InputGradient, LRPEpsilon
-from tea_med.losses import TEALoss
-from tea_med.networks import densenet121, use_fast_double_backward
+from tea_med.networks import TeacherPipeline, densenet121, init_student, lung_segmenter
 
 N_CLASSES = 3
-FAST_BN = True
-
-
-def make_models(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
-    torch.manual_seed(seed)
-    teacher = densenet121(num_classes=N_CLASSES).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    student = densenet121(num_classes=N_CLASSES)
-    student.load_state_dict(teacher.state_dict())
-    student.class_layers.out.requires_grad_(False)  # TEA freezes the last linear layer
-    if FAST_BN:
-        use_fast_double_backward(student)
-    return teacher, student.train()
 
 
 def make_batch(batch: int, size: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,46 +43,81 @@ def make_batch(batch: int, size: int, seed: int = 1) -> tuple[torch.Tensor, torc
     return torch.rand(batch, 3, size, size, generator=g), torch.randint(0, N_CLASSES, (batch,), generator=g)
 
 
-def steps(teacher: torch.nn.Module, student: torch.nn.Module) -> dict[str, Callable]:
-    lrp = LRPEpsilon(validate="never")
-    grad = InputGradient()
-    tea_loss = TEALoss()
-    params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
-    gen = torch.Generator().manual_seed(2)
-
-    def heat_lrp(x: torch.Tensor, y: torch.Tensor) -> None:
-        lrp(teacher, x, y, eps=1e-2)
-
-    def heat_grad(x: torch.Tensor, y: torch.Tensor) -> None:
-        grad(teacher, x, y)
-
-    def erm(x: torch.Tensor, y: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(student(x), y).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-
-    def tea(x: torch.Tensor, y: torch.Tensor) -> None:
-        eps = sample_eps(x.shape[0], 1e-3, 1e-2, gen)
-        t = lrp.explain(teacher, x, lambda logits: sample_targets(logits, gen), eps=eps)
-        opt.zero_grad(set_to_none=True)
-        s = lrp(student, x, t.target, eps=eps, create_graph=True)
-        tea_loss(s, t.heatmap).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-
-    return {"lrp": heat_lrp, "input_grad": heat_grad, "erm": erm, "tea": tea}
+def make_teacher(seed: int = 0) -> TeacherPipeline:
+    torch.manual_seed(seed)
+    teacher = TeacherPipeline(lung_segmenter("paper"), densenet121(num_classes=N_CLASSES))
+    return teacher.eval().requires_grad_(False)
 
 
-def time_pairs(fa: Callable, fb: Callable, x, y, reps: int) -> tuple[float, float]:
-    fa(x, y)
-    fb(x, y)  # warm-up
+def trainer(kind: str, size: int, batch: int, reps: int) -> SupervisedTrainer:
+    """A one-epoch ``SupervisedTrainer`` of ``reps`` iterations of step ``kind`` on one batch."""
+    x, y = make_batch(batch, size)
+    loader = [{"image": x, "label": y}] * reps
+    teacher = make_teacher()
+    if kind == "tea":  # the student bundle's train step
+        student = init_student(teacher, mode="copy")
+        opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+        task = TEATask(teacher, student, eps_range=(1e-3, 1e-2), bn_mode="train", seed=0)
+        step = TEATrainStep(task, opt, max_grad_norm=1.0)
+        return SupervisedTrainer(
+            device=torch.device("cpu"),
+            max_epochs=1,
+            train_data_loader=loader,
+            network=student,
+            optimizer=opt,
+            loss_function=task.loss,
+            iteration_update=step,
+        )
+    network = densenet121(num_classes=N_CLASSES)  # the teacher bundle's classifier training (ERM)
+    opt = torch.optim.SGD(network.parameters(), lr=1e-3, momentum=0.9)
+    return SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=loader,
+        network=network,
+        optimizer=opt,
+        loss_function=torch.nn.CrossEntropyLoss(),
+    )
+
+
+class IterationTimer:
+    """Wall time of every iteration of an engine."""
+
+    def __init__(self, engine: SupervisedTrainer) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+        engine.add_event_handler(Events.ITERATION_STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._completed)
+
+    def _started(self, _: object) -> None:
+        self._start = time.perf_counter()
+
+    def _completed(self, _: object) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def time_steps(size: int, batch: int, reps: int) -> tuple[float, float]:
+    """Median iteration time of the TEA and the ERM trainer, run in interleaved epochs of one
+    iteration each (after one warm-up iteration each)."""
+    engines = {k: trainer(k, size, batch, 1) for k in ("tea", "erm")}
+    timers = {k: IterationTimer(e) for k, e in engines.items()}
+    for _ in range(reps + 1):
+        for e in engines.values():
+            e.run()  # a finished engine starts a new one-iteration run
+    return statistics.median(timers["tea"].times[1:]), statistics.median(timers["erm"].times[1:])
+
+
+def time_heatmaps(size: int, batch: int, reps: int) -> tuple[float, float]:
+    teacher = make_teacher().classifier
+    x, y = make_batch(batch, size)
+    lrp, grad = LRPEpsilon(validate="never"), InputGradient()
+    fa, fb = (lambda: lrp(teacher, x, y, eps=1e-2)), (lambda: grad(teacher, x, y))
+    fa(), fb()  # warm-up
     ta, tb = [], []
     for _ in range(reps):
         for f, acc in ((fa, ta), (fb, tb)):
             t0 = time.perf_counter()
-            f(x, y)
+            f()
             acc.append(time.perf_counter() - t0)
     return statistics.median(ta), statistics.median(tb)
 
@@ -108,13 +132,11 @@ def _rss_kib(field: str) -> int:
 
 def peak_memory_child(kind: str, size: int, batch: int) -> None:
     """Runs in a fresh process: one step of `kind`, prints the peak RSS growth in MiB."""
-    teacher, student = make_models()
-    x, y = make_batch(batch, size)
-    f = steps(teacher, student)[kind]
+    engine = trainer(kind, size, batch, 1)
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")  # reset the peak RSS (VmHWM) to the current RSS
     base = _rss_kib("VmRSS:")
-    f(x, y)
+    engine.run()
     print(json.dumps({"peak_mib": (_rss_kib("VmHWM:") - base) / 1024}))
 
 
@@ -139,16 +161,14 @@ def main() -> None:
         return
 
     print(
-        f"DenseNet121, {N_CLASSES} classes, batch {args.batch}, CPU, {args.threads} threads, "
-        f"torch {torch.__version__}"
+        f"DenseNet121 (TEA: TEATrainStep under SupervisedTrainer, teacher = segmenter + DenseNet121; "
+        f"ERM: SupervisedTrainer's own step), {N_CLASSES} classes, batch {args.batch}, CPU, "
+        f"{args.threads} threads, torch {torch.__version__}"
     )
     rows = []
     for size in args.sizes:
-        teacher, student = make_models()
-        x, y = make_batch(args.batch, size)
-        f = steps(teacher, student)
-        t_lrp, t_grad = time_pairs(f["lrp"], f["input_grad"], x, y, args.reps)
-        t_tea, t_erm = time_pairs(f["tea"], f["erm"], x, y, args.reps)
+        t_lrp, t_grad = time_heatmaps(size, args.batch, args.reps)
+        t_tea, t_erm = time_steps(size, args.batch, args.reps)
         m_tea = peak_memory("tea", size, args.batch, args.threads)
         m_erm = peak_memory("erm", size, args.batch, args.threads)
         rows.append((size, t_lrp, t_grad, t_tea, t_erm, m_tea, m_erm))

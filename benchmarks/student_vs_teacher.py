@@ -1,4 +1,4 @@
-"""Inference cost of the TEA student against its teacher, as ratios measured in one run (issue 5).
+"""Inference cost of the TEA student against its teacher, as ratios measured in one run.
 
 student = DenseNet121 (3 classes), no segmenter
 teacher = TeacherPipeline: lung segmenter (MONAI UNet, ``paper`` profile) -> mask (0.4) -> noise

@@ -1,4 +1,4 @@
-"""The paper's chest X-ray recipe (Bassi et al., METHOD.md) on your own manifests.
+"""The paper's chest X-ray recipe (Bassi et al.; docs/method.md) on your own manifests.
 
 Runs, in order, with the bundles' own commands:
 

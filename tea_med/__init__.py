@@ -2,7 +2,7 @@
 
 Subpackages: ``explain`` (trainable LRP-ε and ablation explainers), ``losses`` (TEA loss and
 variants), ``networks`` (LRP-ready classifiers), ``data``, ``engines``, ``evaluation``,
-``deploy``. See ``../shared/design`` for the method and the architecture.
+``deploy``. See ``docs/method.md`` for the method and ``docs/architecture.md`` for the layout.
 """
 
 __version__ = "0.1.0"

@@ -372,17 +372,22 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="redo every stage")
+    p.add_argument(
+        "--verbose", action="store_true", help="log every iteration (default: a bar and one line per epoch)"
+    )
 
     def run(args: argparse.Namespace) -> int:
         from tea_med.demo import DemoSettings, run_demo
 
         try:
-            settings = DemoSettings(out=args.out, size=args.size, n=args.n, seed=args.seed, force=args.force)
+            settings = DemoSettings(
+                out=args.out, size=args.size, n=args.n, seed=args.seed, force=args.force, verbose=args.verbose
+            )
             summary = run_demo(settings.scaled(args.epochs, args.student_epochs))
         except (ValueError, FileNotFoundError) as err:
             print(f"tea-med demo: {err}", file=sys.stderr)
             return 2
-        from tea_med.demo_evaluation import format_table
+        from tea_med.evaluation.report import format_table
 
         print(format_table(summary["rows"]))
         print(f"report: {args.out / 'report.html'}")
@@ -395,6 +400,35 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_bundles(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bundles",
+        help="list the MONAI bundles shipped with tea_med, or copy them into a folder",
+        description="Without --copy: print where the shipped bundles are. With --copy DEST: copy "
+        "tea_teacher and tea_student (configs, docs, licence; no weights) into DEST, where "
+        "`python -m monai.bundle run` trains and runs them (see each bundle's docs/README.md).",
+    )
+    p.add_argument("--copy", metavar="DEST", type=Path, help="copy the bundles into this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace bundle folders already in DEST")
+
+    def run(args: argparse.Namespace) -> int:
+        from tea_med.bundled import BUNDLES, bundle_dir, copy_bundles
+
+        if args.copy is None:
+            for name in BUNDLES:
+                print(f"{name}: {bundle_dir(name)}")
+            return 0
+        try:
+            written = copy_bundles(args.copy, overwrite=args.overwrite)
+        except (FileExistsError, OSError) as err:
+            return _error("bundles", err)
+        for path in written:
+            print(f"wrote {path}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 # Registration order is the order shown by `tea-med --help`.
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_version,
@@ -402,6 +436,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_manifest,
     _add_explain,
     _add_demo,
+    _add_bundles,
 ]
 
 

@@ -119,7 +119,7 @@ class HeatmapFigureLogger:
         if self.images is None:  # the same images at every validation
             import torch
 
-            batch = engine.state.batch
+            batch: Any = engine.state.batch
             items = batch if isinstance(batch, list) else [{"image": im} for im in batch["image"]]
             self.images = torch.stack(
                 [torch.as_tensor(it["image"]).as_subclass(torch.Tensor) for it in items]

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tea_med.cli import main
-from tea_med.demo import EXPERIMENT, STAGES, DemoSettings
+from tea_med.demo import EXPERIMENT, STAGES, TARGETS, DemoSettings
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,7 @@ def test_demo_writes_report_table_and_summary(demo_out: Path) -> None:
         assert 0 <= row["acc_test_unbiased"] <= 1 and row["gap"] == pytest.approx(
             abs(row["acc_test_biased"] - row["acc_test_deceiving"])
         )
-    assert set(summary["targets"]) == {
-        "student_gap_at_most_a_third_of_standard",
-        "student_deceiving_within_10_points_of_teacher",
-    }
+    assert set(summary["targets"]) == set(TARGETS)
 
 
 @pytest.mark.slow
@@ -94,3 +91,16 @@ def test_student_epochs_must_be_positive(tmp_path: Path, capsys: pytest.CaptureF
         main(["demo", "--out", str(tmp_path), "--student-epochs", "0"])
     assert info.value.code == 2
     assert "argument --student-epochs: expected a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_default_demo_meets_both_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's headline: the default run (seed 0) meets both targets it prints."""
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    rows = summary["rows"]
+    # the targets, computed here from the printed table's numbers, not from the demo's own checks
+    assert rows["student"]["gap"] <= rows["standard"]["gap"] / 4, rows
+    assert rows["teacher"]["acc_test_deceiving"] - rows["student"]["acc_test_deceiving"] <= 0.07, rows
+    assert printed.count("target met") == 2 and "NOT met" not in printed

@@ -118,7 +118,7 @@ def _spacing(ds: Dataset) -> tuple[tuple[float, float], str]:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         try:
-            row, col = (float(v) for v in value)  # type: ignore[union-attr]
+            row, col = (float(v) for v in value)
         except (TypeError, ValueError):
             continue
         if np.isfinite([row, col]).all() and row > 0 and col > 0:

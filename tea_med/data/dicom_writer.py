@@ -81,7 +81,7 @@ def write_dicom(
         raise ValueError(f"pixels must be 2-D uint8/uint16/int16, got {pixels.dtype} {pixels.shape}")
     bits = int(bits_stored or pixels.dtype.itemsize * 8)
     sop_class = SOP_CLASS_BY_MODALITY[modality]
-    sop_uid = sop_instance_uid or generate_uid()
+    sop_uid = UID(sop_instance_uid) if sop_instance_uid else generate_uid()
     now = _dt.datetime(2024, 1, 1, 12, 0, 0)
 
     meta = FileMetaDataset()

@@ -56,7 +56,7 @@ class LoadXray(Transform):
         self.voi = voi
         self.window = window
 
-    def __call__(self, path: str | os.PathLike[str]) -> MetaTensor:  # type: ignore[override]
+    def __call__(self, path: str | os.PathLike[str]) -> MetaTensor:
         path = Path(path)
         name = path.name.lower()
         if name.endswith(NIFTI_SUFFIXES):
@@ -71,7 +71,7 @@ class LoadXray(Transform):
 class LoadMask(Transform):
     """Load a binary lung mask (PNG or NIfTI) as a ``(1, H, W)`` float32 ``MetaTensor`` of 0 / 1."""
 
-    def __call__(self, path: str | os.PathLike[str]) -> MetaTensor:  # type: ignore[override]
+    def __call__(self, path: str | os.PathLike[str]) -> MetaTensor:
         path = Path(path)
         values, meta = read_mask(path)
         return _to_meta_tensor(values.astype(np.float32), meta, path)

@@ -93,7 +93,7 @@ class ManifestError(DataError):
         n = len(self.problems)
         super().__init__(path, f"{n} problem{'s' if n != 1 else ''} in the manifest:\n{lines}")
 
-    def __reduce__(self) -> tuple[type[ManifestError], tuple[Any, ...]]:  # type: ignore[override]
+    def __reduce__(self) -> tuple[type[ManifestError], tuple[Any, ...]]:
         return (type(self), (self.path, self.problems))
 
 
@@ -296,7 +296,7 @@ def validate_manifest(
                 )
     if check_readable:
         schema_bad = {p.record_key for p in problems if p.code == "schema" and p.record_key}
-        problems += _check_readable(manifest, base, bad_paths | schema_bad, progress)  # type: ignore[arg-type]
+        problems += _check_readable(manifest, base, bad_paths | schema_bad, progress)
     order = {s: n for n, s in enumerate(split_names(manifest))}
     return sorted(
         problems,
@@ -318,7 +318,7 @@ def quarantine(
         raise ManifestError(None, global_problems)
     by_record: dict[tuple[str, int], list[Problem]] = {}
     for p in problems:
-        by_record.setdefault(p.record_key, []).append(p)  # type: ignore[arg-type]
+        by_record.setdefault(p.record_key, []).append(p)  # type: ignore[arg-type]  # not None: raised above
     clean: dict[str, Any] = {}
     quarantined: list[dict[str, Any]] = []
     for key, value in manifest.items():
@@ -424,6 +424,7 @@ def load_datalist(
     allowed = list(labels) if labels is not None else manifest.get("labels")
     if encode_labels and not allowed:
         raise ValueError("encode_labels=True needs labels (argument or the manifest's 'labels')")
+    names: list[Any] = list(allowed or [])
     out = []
     for rec in manifest[split]:
         item = dict(rec)
@@ -432,8 +433,8 @@ def load_datalist(
                 item[field] = os.fspath(_resolve(item[field], base).absolute())
         if encode_labels and isinstance(item["label"], str):
             item["label_name"] = item["label"]
-            item["label"] = list(allowed).index(item["label"])  # type: ignore[arg-type]
+            item["label"] = names.index(item["label"])
         elif encode_labels:
-            item["label_name"] = list(allowed)[item["label"]]  # type: ignore[index]
+            item["label_name"] = names[item["label"]]
         out.append(item)
     return out

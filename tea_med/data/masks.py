@@ -25,7 +25,9 @@ def _is_nifti(path: Path) -> bool:
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     try:
-        img = nib.load(path)
+        # a SpatialImage (Nifti1Image, ...) for NIfTI; nibabel annotates load() with FileBasedImage and
+        # types .header as FileBasedHeader, which has no get_zooms()
+        img: Any = nib.load(path)
         data = np.asanyarray(img.dataobj)
         zooms = tuple(float(z) for z in img.header.get_zooms()[:2])
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:

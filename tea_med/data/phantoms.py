@@ -10,7 +10,7 @@ a laterality letter, a collimation border, its own tone curve and noise level. T
 rendered identically for every hospital, so a classifier that sees only the lungs cannot tell
 hospitals apart, while the background identifies the hospital.
 
-That must survive the models' preprocessing (METHOD.md section 7): global histogram
+That must survive the models' preprocessing (docs/method.md, section 7): global histogram
 equalisation (:class:`tea_med.data.transforms.HistogramEqualize`) is rank-based over the whole
 image, so a lung pixel's equalised value depends on how many pixels of the image are darker
 than it, and on the image's minimum and maximum, which set the bins. So the hospital only
@@ -146,7 +146,7 @@ def _glyph(text: str, px: int) -> np.ndarray:
     """The text rendered white on black as a float array in [0, 1]."""
     font = ImageFont.load_default(size=max(px, 6))
     left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
-    canvas = Image.new("L", (max(right - left, 1), max(bottom - top, 1)))
+    canvas = Image.new("L", (max(int(right - left), 1), max(int(bottom - top), 1)))
     ImageDraw.Draw(canvas).text((-left, -top), text, fill=255, font=font)
     return np.asarray(canvas, dtype=np.float32) / 255.0
 

@@ -1,4 +1,4 @@
-"""Preprocessing transforms and the paper's train / evaluation / test chains (METHOD.md §7).
+"""Preprocessing transforms and the paper's train / evaluation / test chains (docs/method.md, section 7).
 
 Array transforms do the work; the ``...d`` dictionary transforms only iterate keys. The chain
 factories return MONAI ``Compose`` objects over dictionaries (``{"image": path, "mask": path,
@@ -73,14 +73,14 @@ class HistogramEqualize(Transform):
     constant image becomes ``minv`` everywhere.
     """
 
-    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH]
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH]  # type: ignore[misc]  # MONAI's Transform annotates backend without ClassVar
 
     def __init__(self, num_bins: int = 256, minv: float = 0.0, maxv: float = 1.0) -> None:
         if num_bins < 2:
             raise ValueError(f"num_bins must be >= 2, got {num_bins}")
         self.num_bins, self.min, self.max = int(num_bins), float(minv), float(maxv)
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
         x = convert_to_tensor(img, track_meta=get_track_meta(), dtype=torch.float32)
         lo, hi = float(x.min()), float(x.max())
         if not hi > lo:
@@ -106,7 +106,7 @@ class PadToSquare(Transform):
     def __init__(self, value: float | None = None) -> None:
         self.value = value
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
         side = max(int(s) for s in img.shape[1:])
         value = float(img.min()) if self.value is None else float(self.value)
         return SpatialPad((side,) * (img.ndim - 1), method="symmetric", mode="constant", value=value)(img)
@@ -148,7 +148,7 @@ class HistogramEqualized(MapTransform):
 
 
 class MaskBackgroundNoise(Randomizable, Transform):
-    """The teacher's input: ``x * mask + U(low, high) * (1 - mask)`` (METHOD.md §5).
+    """The teacher's input: ``x * mask + U(low, high) * (1 - mask)`` (docs/method.md, section 5).
 
     The noise is drawn independently for every element of ``img`` (all channels), like
     ``torch.rand_like``; ``mask`` (``(1, H, W)`` or ``img``'s shape, values in [0, 1]) broadcasts
@@ -164,7 +164,7 @@ class MaskBackgroundNoise(Randomizable, Transform):
     def randomize(self, data: tuple[int, ...]) -> None:
         self._noise = self.R.uniform(self.low, self.high, size=data).astype(np.float32)
 
-    def __call__(  # type: ignore[override]
+    def __call__(  # type: ignore[override]  # takes the mask besides Transform.__call__'s data
         self, img: torch.Tensor, mask: torch.Tensor, randomize: bool = True
     ) -> torch.Tensor:
         if tuple(mask.shape[1:]) != tuple(img.shape[1:]):
@@ -294,7 +294,7 @@ def _dict_chain(
     if channels != 1:
         chain.append(RepeatChanneld(image_key, repeats=channels))
     if background_noise:
-        chain.append(MaskBackgroundNoised(image_key, mask_key=mask_key))  # type: ignore[arg-type]
+        chain.append(MaskBackgroundNoised(image_key, mask_key=mask_key))  # type: ignore[arg-type]  # checked not None above
     chain.append(EnsureTyped(keys, dtype=torch.float32))
     return Compose(chain)
 
@@ -315,7 +315,7 @@ def train_transforms(
     voi: bool | int = False,
     window: tuple[float, float] | None = None,
 ) -> Compose:
-    """Training chain: load, equalise, rescale, resize, augment, replicate (METHOD.md §7).
+    """Training chain: load, equalise, rescale, resize, augment, replicate (docs/method.md, section 7).
 
     Args:
         size: output side in pixels (224 default; 32-128 for tests and the demo).
@@ -389,4 +389,4 @@ def test_transforms(size: int = DEFAULT_SIZE, **kwargs: Any) -> Compose:
 
 
 # keep pytest from collecting the factory as a test when a test module imports it by name
-test_transforms.__test__ = False  # type: ignore[attr-defined]
+test_transforms.__test__ = False  # type: ignore[attr-defined]  # a plain attribute pytest reads

@@ -3,9 +3,10 @@
 Works with any bundle whose ``configs/inference.json`` defines ``network_def``, ``ckpt_path``,
 ``image_size`` and ``class_names`` (``tea_teacher``, ``tea_student``). A
 :class:`~tea_med.networks.TeacherPipeline` is explained the way TEA explains it
-(docs/method.md, section 5): through its classifier, on the masked input (lungs kept, background replaced by
-seeded noise); any other network is explained directly. The explained quantity is the raw
-logit of the predicted class (or of a chosen class), LRP-ε as in docs/method.md, section 2.
+(docs/method.md, section 5): through its classifier, on the masked input (lungs kept,
+background replaced by seeded noise); any other network is explained directly. The explained
+quantity is the raw logit of the predicted class (or of a chosen class), LRP-ε as in
+docs/method.md, section 2.
 
 No training code is imported here.
 """

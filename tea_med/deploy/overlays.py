@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
@@ -42,7 +43,7 @@ class HeatmapOverlayWriter:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._write)
 
     def _write(self, engine: Engine) -> None:
-        items = engine.state.output
+        items: list[dict[str, Any]] = engine.state.output  # type: ignore[assignment]  # ignite types State.output as int | None
         device = next(self.network.parameters()).device
         x = torch.stack([torch.as_tensor(it[self.image_key]).as_subclass(torch.Tensor) for it in items]).to(
             device

@@ -43,7 +43,8 @@ class PredictionWriter:
         engine.add_event_handler(Events.COMPLETED, self._write)
 
     def _collect(self, engine: Engine) -> None:
-        for item in engine.state.output:
+        items: list[dict[str, Any]] = engine.state.output  # type: ignore[assignment]  # ignite types State.output as int | None
+        for item in items:
             probs = torch.as_tensor(item["pred"]).detach().float().reshape(-1).cpu().tolist()
             if len(probs) != len(self.class_names):
                 raise ValueError(f"pred has {len(probs)} values for {len(self.class_names)} class names")
@@ -80,7 +81,7 @@ class LungMaskWriter:
 
     def _write(self, engine: Engine) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        items = engine.state.output
+        items: list[dict[str, Any]] = engine.state.output  # type: ignore[assignment]  # ignite types State.output as int | None
         device = next(self.network.parameters()).device
         x = torch.stack([torch.as_tensor(item[self.image_key]) for item in items]).to(device)
         with torch.no_grad():

@@ -36,7 +36,7 @@ def per_item(key: str) -> Callable[[Any], torch.Tensor]:
 class ItemAverage(Average):
     """ignite ``Average`` over items that reports a float (MONAI compares key metrics as numbers)."""
 
-    def compute(self) -> float:  # type: ignore[override]
+    def compute(self) -> float:
         return float(torch.as_tensor(super().compute()).reshape(-1)[0])
 
 

@@ -60,9 +60,9 @@ class RandomStates:
         version, internal, gauss = random.getstate()
         state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
-            "numpy": _np_state_to_dict(np.random.get_state()),
+            "numpy": _np_state_to_dict(np.random.get_state()),  # type: ignore[arg-type]  # a tuple for MT19937; numpy's overloads say dict
             "python": {"version": version, "internal": list(internal), "gauss": gauss},
-            "transforms": [_np_state_to_dict(t.R.get_state()) for t in self.transforms],
+            "transforms": [_np_state_to_dict(t.R.get_state()) for t in self.transforms],  # type: ignore[arg-type]  # a tuple for MT19937; numpy's overloads say dict
         }
         generator = getattr(self.task, "generator", None)
         if generator is not None:
@@ -124,5 +124,10 @@ class ResumeCheckpoint:
         to_save = {**self.objects, "trainer": engine}
         resume_from = latest_checkpoint(self.directory)
         if resume_from is not None:
-            CheckpointLoader(load_path=resume_from, load_dict=to_save, map_location="cpu").attach(engine)
+            loader = CheckpointLoader(
+                load_path=resume_from,
+                load_dict=to_save,
+                map_location="cpu",  # type: ignore[arg-type]  # MONAI annotates dict | None; torch.load takes a str
+            )
+            loader.attach(engine)
         CheckpointSaver(save_dir=self.directory, save_dict=to_save, save_interval=1, n_saved=1).attach(engine)

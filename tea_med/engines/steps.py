@@ -24,7 +24,7 @@ def _plain(x: Any, device: torch.device | str | None) -> torch.Tensor:
 def _finish(engine: Engine, output: dict[str, Any]) -> Any:
     """Hand the output to MONAI's machinery as its own iteration does (decollation and the
     engine's ``postprocessing`` run on ``MODEL_COMPLETED``)."""
-    engine.state.output = output
+    engine.state.output = output  # type: ignore[assignment]  # ignite types State.output as int | None
     engine.fire_event(IterationEvents.MODEL_COMPLETED)  # registered by every MONAI workflow
     return engine.state.output
 

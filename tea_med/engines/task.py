@@ -131,7 +131,7 @@ class TEATask(nn.Module):
             "eps": eps,
             "agreement": (s.logits.argmax(1) == t.logits.argmax(1)).float().mean().detach(),
         }
-        if cotrain:
+        if cotrain and self.teacher_ce_weight is not None:
             if label is None:
                 raise ValueError("co-training the teacher (teacher_ce_weight set) needs labels")
             ce = F.cross_entropy(t.logits, label.long())

@@ -1,6 +1,6 @@
 """Resistance to bias: balanced accuracy on biased / unbiased / deceiving test sets and the gap.
 
-METHOD.md §8 (paper Sec. 2): a classifier that relies on a bias does well on the **biased** test
+docs/method.md, section 8 (paper Sec. 2): a classifier that relies on a bias does well on the **biased** test
 set (same bias-class pairing as training) and badly on the **deceiving** one (pairing permuted);
 the generalisation gap ``|acc_biased - acc_deceiving|`` measures that reliance (smaller is better).
 The **unbiased** set (no bias) is reported when a data set has one.
@@ -40,7 +40,7 @@ def _check_accuracy(value: float | None, name: str, *, optional: bool = False) -
     if value is None and optional:
         return None
     try:
-        v = float(value)  # type: ignore[arg-type]
+        v = float(value)  # type: ignore[arg-type]  # None raises TypeError, reported below
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an accuracy in [0, 1]; got {value!r}") from None
     if not (math.isfinite(v) and 0.0 <= v <= 1.0):
@@ -97,6 +97,7 @@ def bias_report(predictions: Mapping[str, tuple[Any, Any]], n_classes: int | Non
                 f"predictions[{split!r}] must be a pair (y_true, y_pred); got {type(pair).__name__}"
             )
         acc[split] = balanced_accuracy(pair[0], pair[1], n_classes)
+    # test_biased and test_deceiving are required above, so their accuracies are not None
     return bias_gaps(acc["test_biased"], acc["test_unbiased"], acc["test_deceiving"])  # type: ignore[arg-type]
 
 

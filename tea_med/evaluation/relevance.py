@@ -1,6 +1,6 @@
 """Heatmap evidence: how much of a classifier's positive relevance lies outside the lungs.
 
-METHOD.md §8: a classifier that learned a hospital shortcut puts LRP relevance on the background
+docs/method.md, section 8: a classifier that learned a hospital shortcut puts LRP relevance on the background
 (text, markers, borders); one that did not keeps it inside the lung mask.
 """
 

@@ -57,7 +57,7 @@ _FUNCTIONAL_ACTIVATIONS = {
     torch.Tensor.relu,
     torch.Tensor.relu_,
     F.threshold,
-    F.threshold_,
+    F.threshold_,  # type: ignore[attr-defined]  # defined at runtime, missing from torch's functional.pyi
     torch.threshold,
     F.relu6,
     F.hardtanh,
@@ -122,7 +122,7 @@ class _FunctionWatch(TorchFunctionMode):
         super().__init__()
         self.guard = guard
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self.guard.check_call(func, args, kwargs)
         return func(*args, **kwargs)

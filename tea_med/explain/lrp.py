@@ -1,4 +1,4 @@
-"""Trainable LRP-ε with LRP-Flex semantics (METHOD.md section 2).
+"""Trainable LRP-ε with LRP-Flex semantics (docs/method.md, section 2).
 
 The explained quantity is the raw logit ``z[b, c_b]``. Backpropagation is ordinary autograd
 except at every ``nn.ReLU``, where the incoming gradient is multiplied by ``a / (a + eps_b)``
@@ -57,14 +57,14 @@ class EpsilonRule(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, g: torch.Tensor, a: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, g: torch.Tensor, a: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         out = g * a / (a + eps)
         ctx.save_for_backward(out, a, eps)
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         out, a, eps = ctx.saved_tensors
         denom = a + eps
         t = grad_out / denom
@@ -81,7 +81,7 @@ class EpsilonReLU(torch.autograd.Function):
     """A ReLU whose backward follows the ε-rule while its call's ``rules.active`` is set."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, z: torch.Tensor, a: torch.Tensor, rules: _EpsilonRules, eps: torch.Tensor
     ) -> torch.Tensor:
         """``a`` is the ReLU module's own (detached) output: no second ReLU pass."""
@@ -91,7 +91,7 @@ class EpsilonReLU(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (a,) = ctx.saved_tensors
         if not ctx.rules.active:  # e.g. the final loss.backward(): a plain ReLU
             return torch.ops.aten.threshold_backward(grad, a, 0), None, None, None

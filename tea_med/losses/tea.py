@@ -1,4 +1,4 @@
-"""The TEA loss (paper Eqs. 1-2, METHOD.md section 4) and its ablation variants (Eqs. C12-C13).
+"""The TEA loss (paper Eqs. 1-2, docs/method.md, section 4) and its ablation variants (Eqs. C12-C13).
 
 Per sample, for student heatmap ``S`` and teacher heatmap ``T``::
 

@@ -38,7 +38,7 @@ class _BatchNormTrainBackward(torch.autograd.Function):
     """``(gy, x, w) -> (gx, gw, gb)`` of training-mode batch-norm, with a closed-form backward."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         gy: torch.Tensor,
         x: torch.Tensor,
@@ -59,7 +59,7 @@ class _BatchNormTrainBackward(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, ggx: torch.Tensor | None, ggw: torch.Tensor | None, ggb: torch.Tensor | None):  # type: ignore[override]
+    def backward(ctx: Any, ggx: torch.Tensor | None, ggw: torch.Tensor | None, ggb: torch.Tensor | None):
         gy, x, w, mean, invstd, sum_gy_xhat, sum_gy = ctx.saved_tensors
         nd = x.ndim
         dims = [0, *range(2, nd)]
@@ -103,7 +103,7 @@ class _BatchNormTrain(torch.autograd.Function):
     """Training-mode batch-norm whose backward is itself differentiable in closed form."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: torch.Tensor,
         w: torch.Tensor,
@@ -121,7 +121,7 @@ class _BatchNormTrain(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx: Any, gy: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, gy: torch.Tensor):
         x, w, mean, invstd = ctx.saved_tensors
         need_w, need_b = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         gx, gw, gb = _BatchNormTrainBackward.apply(gy, x, w, mean, invstd, ctx.eps, need_w, need_b)
@@ -134,7 +134,7 @@ class _FastDoubleBackwardMixin:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn: Any = self
         if not (bn.training and bn.affine and bn.track_running_stats and torch.is_grad_enabled()):
-            return super().forward(x)  # type: ignore[misc]
+            return super().forward(x)  # type: ignore[misc]  # mixin: forward comes from the nn.BatchNorm base
         bn._check_input_dim(x)
         bn.num_batches_tracked.add_(1)
         momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
@@ -153,7 +153,11 @@ class FastBatchNorm3d(_FastDoubleBackwardMixin, nn.BatchNorm3d):
     """``nn.BatchNorm3d`` with a fast exact double backward in training mode."""
 
 
-_FAST = {nn.BatchNorm1d: FastBatchNorm1d, nn.BatchNorm2d: FastBatchNorm2d, nn.BatchNorm3d: FastBatchNorm3d}
+_FAST: dict[type[nn.Module], type[nn.Module]] = {
+    nn.BatchNorm1d: FastBatchNorm1d,
+    nn.BatchNorm2d: FastBatchNorm2d,
+    nn.BatchNorm3d: FastBatchNorm3d,
+}
 
 
 def use_fast_double_backward(model: nn.Module) -> nn.Module:

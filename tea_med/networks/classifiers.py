@@ -22,7 +22,7 @@ RELU = ("relu", {"inplace": False})
 def _distinct_relu(act: nn.Module) -> nn.Module:
     relu = copy.deepcopy(act)
     if hasattr(relu, "inplace"):
-        relu.inplace = False
+        relu.inplace = False  # type: ignore[assignment]  # nn.Module.__setattr__ is typed Tensor | Module
     return relu
 
 
@@ -81,7 +81,7 @@ def densenet121(
 
 
 def _resnet(
-    block: type[nn.Module],
+    block: type[ResNetBlock] | type[ResNetBottleneck],
     layers: list[int],
     spatial_dims: int,
     in_channels: int,

@@ -12,7 +12,7 @@ from tea_med.explain.guard import check_modules
 from tea_med.explain.lrp import LRPEpsilon
 from tea_med.networks.classifiers import LRP_BLOCKS
 
-_CONV_DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+_CONV_DIMS: dict[type[nn.Module], int] = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 
 
 def _needs_fix(model: nn.Module) -> bool:
@@ -30,7 +30,7 @@ def _fix(model: nn.Module) -> nn.Module:
         replacement = LRP_BLOCKS.get(type(m))
         if replacement is not None:  # MONAI ResNet block: distinct ReLUs, out-of-place add
             m.__class__ = replacement
-            m.make_lrp_ready()  # type: ignore[operator]
+            m.make_lrp_ready()  # type: ignore[operator]  # nn.Module.__getattr__ is typed Tensor | Module
         if isinstance(m, nn.ReLU | nn.Dropout | nn.Dropout2d | nn.Dropout3d):
             m.inplace = False
     return fixed
@@ -40,7 +40,7 @@ def probe_input(model: nn.Module, size: int | None = None) -> torch.Tensor:
     """A probe input ``[2, C, *spatial]`` derived from the model's first convolution."""
     for m in model.modules():
         dims = _CONV_DIMS.get(type(m))
-        if dims is not None:
+        if dims is not None and isinstance(m, nn.modules.conv._ConvNd):  # always a conv (narrows m)
             param = next(model.parameters())
             side = size or (64 if dims <= 2 else 32)
             gen = torch.Generator().manual_seed(0)
