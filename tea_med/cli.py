@@ -377,8 +377,15 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
 
     def run(args: argparse.Namespace) -> int:
+        import importlib.util
+
         from tea_med.demo import DemoSettings, run_demo
 
+        if importlib.util.find_spec("mlflow") is None:
+            return _error(
+                "demo",
+                "the demo tracks its stages in MLflow, which is not installed: pip install 'tea_med[train]'",
+            )
         try:
             settings = DemoSettings(
                 out=args.out, size=args.size, n=args.n, seed=args.seed, force=args.force, verbose=args.verbose

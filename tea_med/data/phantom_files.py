@@ -92,14 +92,12 @@ def save_example_grid(
 
     Each panel shows the image with its lung-mask outline and is titled class / hospital.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
     splits = [s for s in SPLITS if any(e[0].split == s for e in examples)]
     cols = len(CLASSES) * per_class
-    fig, axes = plt.subplots(len(splits), cols, figsize=(1.6 * cols, 1.75 * len(splits)), squeeze=False)
+    fig = Figure(figsize=(1.6 * cols, 1.75 * len(splits)))
+    axes = fig.subplots(len(splits), cols, squeeze=False)
     for r, split in enumerate(splits):
         for c, label in enumerate(CLASSES):
             chosen = [e for e in examples if e[0].split == split and e[0].label == label][:per_class]
@@ -126,7 +124,6 @@ def save_example_grid(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import balanced_accuracy_score
 
 from tea_med.evaluation.intervals import confusion_matrix
 
@@ -24,16 +25,13 @@ SPLITS = ("test_biased", "test_unbiased", "test_deceiving")
 
 
 def balanced_accuracy(y_true: Any, y_pred: Any, n_classes: int | None = None) -> float:
-    """Mean per-class recall over the classes present in ``y_true``.
-
-    Same value as :func:`sklearn.metrics.balanced_accuracy_score` (which also averages over the
-    classes present in ``y_true`` only). ``n_classes`` bounds the labels (``0..n_classes-1``, an
-    error otherwise); by default it is ``max(label) + 1``.
+    """Mean per-class recall over the classes present in ``y_true``
+    (:func:`sklearn.metrics.balanced_accuracy_score`), after checking the labels: ``n_classes``
+    bounds them (``0..n_classes-1``, an error naming the bad label otherwise).
     """
-    cm = confusion_matrix(y_true, y_pred, n_classes)
-    support = cm.sum(1)
-    present = support > 0
-    return float((np.diagonal(cm)[present] / support[present]).mean())
+    confusion_matrix(y_true, y_pred, n_classes)  # checks both label arrays, naming a bad label
+    t, p = (np.asarray(a.cpu() if hasattr(a, "cpu") else a, dtype=np.int64) for a in (y_true, y_pred))
+    return float(balanced_accuracy_score(t, p))
 
 
 def _check_accuracy(value: float | None, name: str, *, optional: bool = False) -> float | None:

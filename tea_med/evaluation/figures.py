@@ -1,4 +1,4 @@
-"""Figures a person would rather look at than read (matplotlib, Agg backend, no display)."""
+"""Figures a person would rather look at than read (matplotlib without pyplot: no display or global state)."""
 
 from __future__ import annotations
 
@@ -25,10 +25,7 @@ def heatmap_grid(
     """One row per image: the image, then each named heatmap (red = positive relevance, blue =
     negative; symmetric colour scale per panel, channels summed). Writes a PNG and returns its path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
     n = len(images)
     if n == 0:
@@ -37,7 +34,8 @@ def heatmap_grid(
         if len(maps) != n:
             raise ValueError(f"heatmaps[{name!r}] has {len(maps)} maps for {n} images")
     cols = 1 + len(heatmaps)
-    fig, axes = plt.subplots(n, cols, figsize=(2.2 * cols, 2.2 * n + (0.4 if title else 0)), squeeze=False)
+    fig = Figure(figsize=(2.2 * cols, 2.2 * n + (0.4 if title else 0)))
+    axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
         img = _to_2d(images[i])
         axes[i, 0].imshow(img, cmap="gray")
@@ -57,5 +55,4 @@ def heatmap_grid(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

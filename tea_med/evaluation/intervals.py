@@ -71,6 +71,8 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 from scipy.stats import rankdata
+from sklearn.exceptions import UndefinedMetricWarning as _SklearnUndefinedMetricWarning
+from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 
 __all__ = [
     "ClassificationReport",
@@ -91,8 +93,10 @@ RATE_NAMES = ("se", "sp", "precision", "f1")
 _LABELS = {"se": "Se", "sp": "Sp", "precision": "Precision", "f1": "F1", "auc": "AUC"}
 
 
-class UndefinedMetricWarning(RuntimeWarning):
-    """A metric or its interval is undefined for these data (e.g. a class with no positives)."""
+class UndefinedMetricWarning(_SklearnUndefinedMetricWarning):
+    """A metric or its interval is undefined for these data (e.g. a class with no positives).
+
+    A subclass of scikit-learn's warning of the same name, so its warning filters apply here too."""
 
 
 # --------------------------------------------------------------------------- input checks
@@ -165,7 +169,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int | None = None) -> 
     if t.shape != p.shape:
         raise ValueError(f"y_true has {t.size} labels but y_pred has {p.size}; they must match")
     k = int(n_classes) if n_classes is not None else int(max(t.max(), p.max())) + 1
-    return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+    return sklearn_confusion_matrix(t, p, labels=np.arange(k))
 
 
 def rates_from_confusion(c: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""ROC curves and confusion matrices as PNGs a person can read (matplotlib, Agg backend)."""
+"""ROC curves and confusion matrices as PNGs a person can read (matplotlib figures without pyplot)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from tea_med.evaluation.intervals import (
     UndefinedMetricWarning,
@@ -21,15 +22,6 @@ from tea_med.evaluation.intervals import (
 __all__ = ["confusion_matrix_plot", "roc_curves"]
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _names(class_names: Sequence[str], k: int, what: str) -> list[str]:
     names = [str(c) for c in class_names]
     if len(names) != k:
@@ -38,12 +30,10 @@ def _names(class_names: Sequence[str], k: int, what: str) -> list[str]:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -71,8 +61,8 @@ def roc_curves(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         dl = delong_ovr(y, s, names)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 5.0))
+    fig = Figure(figsize=(5.5, 5.0))  # no pyplot: the caller's backend and figures are left alone
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls="--", lw=1, color="0.6", label="chance (AUC 0.5)")
     for k, name in enumerate(names):
         if not math.isfinite(dl.auc[k]):
@@ -117,9 +107,9 @@ def confusion_matrix_plot(
     names = _names(class_names, k, "the confusion matrix")
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(cm.sum(1, keepdims=True) > 0, cm / cm.sum(1, keepdims=True), 0.0)
-    plt = _pyplot()
     size = 1.2 + 1.1 * k
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    fig = Figure(figsize=(size + 1.2, size))
+    ax = fig.subplots()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
