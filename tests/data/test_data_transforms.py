@@ -1,4 +1,4 @@
-"""Preprocessing chains (METHOD.md §7) and the teacher's background-noise transform."""
+"""Preprocessing chains (docs/method.md, section 7) and the teacher's background-noise transform."""
 
 from __future__ import annotations
 

@@ -113,14 +113,44 @@ def test_posterior_is_seeded_and_macro_is_averaged_per_sample() -> None:
     c = confusion_posterior_intervals(cm, n_samples=4000, seed=8)
     assert a == b
     assert a["f1"][1] != c["f1"][1]
-    draws = rates_from_confusion(confusion_posterior(cm, n_samples=4000, seed=7))["f1"].mean(1)
+    # averaging per sample keeps the macro interval narrower than the mean of the class intervals
     macro = a["f1"][1]
     assert macro.estimate == pytest.approx(np.mean(HAND["f1"]))
-    assert macro.low == pytest.approx(np.quantile(draws, 0.025))
-    assert macro.high == pytest.approx(np.quantile(draws, 0.975))
-    # averaging per sample keeps the macro interval narrower than the mean of the class intervals
     width = macro.high - macro.low
     assert width < np.mean([iv.high - iv.low for iv in a["f1"][0]])
+
+
+def test_macro_intervals_match_an_independent_posterior() -> None:
+    """The macro interval is that of the per-draw mean over classes, from the Dir(n + 1/K²) posterior.
+
+    Reference: Se_k are the rows' Beta marginals, and the normalised rows of a Dirichlet are
+    independent, so the macro Se's posterior SD is sqrt(Σ Var Se_k) / K exactly (scipy.stats);
+    its quantiles and those of macro F1 come from an independent Monte Carlo in the test:
+    Dirichlet draws as normalised gamma variates (not numpy's dirichlet), F1 = 2θ_kk / (row + col).
+    """
+    cm = confusion_matrix(Y_TRUE, Y_PRED, 3)  # [[3, 0, 1], [0, 2, 1], [1, 0, 1]]
+    a = cm + 1 / 9
+    n = 200_000
+    res = confusion_posterior_intervals(cm, n_samples=n, seed=7)
+
+    se_marginals = [stats.beta(a[k, k], a[k].sum() - a[k, k]) for k in range(3)]
+    se = res["se"][1]
+    assert se.estimate == pytest.approx(np.mean(HAND["se"]))  # the observed rates, not the posterior's
+    assert se.sd == pytest.approx(math.sqrt(sum(d.var() for d in se_marginals)) / 3, rel=0.01)
+    rng = np.random.default_rng(20240611)
+    se_draws = np.mean([d.rvs(size=n, random_state=rng) for d in se_marginals], axis=0)
+    assert (se.low, se.high) == pytest.approx(tuple(np.quantile(se_draws, [0.025, 0.975])), abs=5e-3)
+
+    g = rng.gamma(a.reshape(-1), size=(n, 9)).reshape(n, 3, 3)
+    theta = g / g.sum((1, 2), keepdims=True)
+    diag = np.diagonal(theta, axis1=1, axis2=2)
+    f1_draws = (2 * diag / (theta.sum(2) + theta.sum(1))).mean(1)
+    f1 = res["f1"][1]
+    assert f1.estimate == pytest.approx(np.mean(HAND["f1"]))
+    assert (f1.low, f1.high) == pytest.approx(tuple(np.quantile(f1_draws, [0.025, 0.975])), abs=5e-3)
+    assert f1.sd == pytest.approx(np.std(f1_draws), rel=0.01)
+    # the mean of the class intervals' bounds is clearly not the macro interval (the test can fail)
+    assert abs(np.mean([iv.low for iv in res["f1"][0]]) - f1.low) > 0.02
 
 
 def test_posterior_samples_sum_to_one_and_track_counts() -> None:

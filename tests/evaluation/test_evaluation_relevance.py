@@ -24,16 +24,27 @@ def test_channels_are_summed_before_the_positive_part() -> None:
 
 
 def test_batch_torch_and_layouts_agree() -> None:
-    rng = np.random.default_rng(0)
-    h = rng.normal(size=(4, 3, 8, 8))
-    m = (rng.random((4, 1, 8, 8)) > 0.5).astype(np.float32)
+    """Two images of 3 channels x 2 x 3 pixels, shares worked out by hand.
+
+    Image 0: channel sum [[2, -1, 3], [1, 0, 4]], lung [[1, 0, 0], [1, 1, 0]]: positive 2+3+1+4 = 10,
+    outside 3+4 = 7 -> 0.7 (clipping each channel first would give 8/13).
+    Image 1: channel sum [[1, 1, 1], [1, -2, 0]], mask [[1, 1, 0.5], [0, 0, 0]] (0.5 is not above the
+    threshold 0.5: background): positive 4, outside 1+1 = 2 -> 0.5.
+    """
+    h = np.array(
+        [
+            [[[2, 1, 3], [1, 2, 4]], [[0, -2, 0], [0, -2, 0]], [[0, 0, 0], [0, 0, 0]]],
+            [[[1, 0, 1], [1, 0, 0]], [[0, 1, 0], [0, -3, 0]], [[0, 0, 0], [0, 1, 0]]],
+        ],
+        dtype=float,
+    )
+    m = np.array([[[[1, 0, 0], [1, 1, 0]]], [[[1, 1, 0.5], [0, 0, 0]]]], dtype=np.float32)
+    want = [0.7, 0.5]
     share = background_relevance_share(h, m)
-    pos = np.clip(h.sum(1), 0, None)
-    want = (pos * (1 - m[:, 0])).sum((1, 2)) / pos.sum((1, 2))
-    np.testing.assert_allclose(share, want)
+    np.testing.assert_allclose(share, want, rtol=1e-12)
     np.testing.assert_allclose(background_relevance_share(torch.from_numpy(h), torch.from_numpy(m)), want)
     np.testing.assert_allclose(background_relevance_share(h.sum(1), m[:, 0]), want)
-    assert share.shape == (4,) and share.dtype == np.float64
+    assert share.shape == (2,) and share.dtype == np.float64
 
 
 def test_no_positive_relevance_is_nan_and_soft_masks_are_thresholded() -> None:

@@ -47,15 +47,38 @@ def test_gradcam_matches_its_definition() -> None:
     torch.testing.assert_close(GradCAM(layer="class_layers.relu")(net, x, t), expected)
 
 
-def test_spatial_attention_matches_its_definition(net: torch.nn.Module) -> None:
-    x = torch.randn(2, 2, 8, 8, dtype=DT)
-    a = net.relu2(net.conv2(net.pool1(net.relu1(net.bn1(net.conv1(x))))))
-    q = a.pow(2).sum(1, keepdim=True)
-    q = q / q.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    expected = F.interpolate(q, size=(8, 8), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(
-        SpatialAttention(layer="relu2")(net, x, torch.tensor([0, 1])), expected.detach()
-    )
+class PooledFeatures(torch.nn.Module):
+    """4x4 input -> ``feat`` (2x2 average pooling, so A is known in closed form) -> linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = torch.nn.AvgPool2d(2)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.feat(x).flatten(1))
+
+
+def test_spatial_attention_matches_a_hand_computed_map() -> None:
+    """A = [[1, 1], [-1, 2]] and [[0, -1], [1, 0]] (channels); Q = Σ_c A_c² = [[1, 2], [2, 4]],
+    ||Q|| = 5, Q / ||Q|| = 0.2 u uᵀ with u = (1, 2). Bilinear 2 -> 4 (half-pixel centres) maps u
+    to v = (1, 1.25, 1.75, 2), so the map is 0.2 v vᵀ. A second image, 3 A, gives the same map
+    (per-sample normalisation); a third, p = 1: Q = [[1, 2], [2, 2]], ||Q|| = sqrt(13)."""
+    a = torch.tensor([[[1.0, 1.0], [-1.0, 2.0]], [[0.0, -1.0], [1.0, 0.0]]], dtype=DT)
+    x = torch.stack([a, 3 * a]).repeat_interleave(2, -1).repeat_interleave(2, -2)  # 2x2 blocks of A
+    net = PooledFeatures().double().eval()
+    v = torch.tensor([1.0, 1.25, 1.75, 2.0], dtype=DT)
+    expected = (0.2 * torch.outer(v, v)).expand(2, 1, 4, 4)
+    heat = SpatialAttention(layer="feat")(net, x, torch.tensor([0, 2]))
+    assert heat.shape == (2, 1, 4, 4)
+    torch.testing.assert_close(heat, expected, rtol=1e-12, atol=1e-12)
+    # class-agnostic: another target gives the same map
+    torch.testing.assert_close(SpatialAttention(layer="feat")(net, x, torch.tensor([1, 1])), expected)
+    # bilinear 2 -> 4 of [[1, 2], [2, 2]]: each row becomes (a, .75a + .25b, .25a + .75b, b), then the columns
+    r0, r1 = torch.tensor([1.0, 1.25, 1.75, 2.0], dtype=DT), torch.full((4,), 2.0, dtype=DT)
+    q1 = torch.stack([r0, 0.75 * r0 + 0.25 * r1, 0.25 * r0 + 0.75 * r1, r1])
+    heat1 = SpatialAttention(layer="feat", p=1.0)(net, x[:1], torch.tensor([0]))
+    torch.testing.assert_close(heat1[0, 0], q1 / 13**0.5, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(EXPLAINERS))

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from helpers.nets import NetA, NetB, randomize_batchnorm, zero_biases
 from torch import nn
 
-from tea_med.explain import LRPEpsilon
+from tea_med.explain import GradientXInput, LRPEpsilon
 
 DT = torch.float64
 
@@ -162,6 +162,107 @@ def test_matrix_form_differs_from_gradient_x_input(name: str) -> None:
         lrp0 = reference(net, x, 0, 0.0)
         lrp_big = reference(net, x, 0, 1.0)
     assert (lrp0 - lrp_big).abs().max() > 1e-3 * lrp0.abs().max()
+
+
+class Net3D(nn.Module):
+    """Volumes: conv3d -> BN -> ReLU -> max-pool -> conv3d -> ReLU -> avg-pool -> linear -> ReLU -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(1, 2, 3, padding=1)
+        self.bn1 = nn.BatchNorm3d(2)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool3d(2)
+        self.conv2 = nn.Conv3d(2, 3, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.AvgPool3d(2)
+        self.fc1 = nn.Linear(3, 4)
+        self.relu3 = nn.ReLU()
+        self.fc2 = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pool1(self.relu1(self.bn1(self.conv1(x))))
+        h = self.pool2(self.relu2(self.conv2(h)))
+        return self.fc2(self.relu3(self.fc1(h.flatten(1))))
+
+
+def conv3d_matrix(conv: nn.Conv3d, in_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    n_in = math.prod(in_shape)
+    basis = torch.eye(n_in, dtype=DT).view(n_in, *in_shape)
+    out = F.conv3d(basis, conv.weight, None, conv.stride, conv.padding)
+    W = out.reshape(n_in, -1).T.contiguous()
+    b = (torch.zeros(out.shape[1:], dtype=DT) + conv.bias.view(-1, 1, 1, 1)).reshape(-1)
+    return W, b
+
+
+def avgpool3d_matrix(channels: int, side: int, k: int) -> torch.Tensor:
+    out_side = side // k
+    W = torch.zeros(channels * out_side**3, channels * side**3, dtype=DT)
+    for c in range(channels):
+        for i in range(out_side):
+            for j in range(out_side):
+                for m in range(out_side):
+                    row = ((c * out_side + i) * out_side + j) * out_side + m
+                    for di in range(k):
+                        for dj in range(k):
+                            for dm in range(k):
+                                col = ((c * side + i * k + di) * side + j * k + dj) * side + m * k + dm
+                                W[row, col] = 1.0 / k**3
+    return W
+
+
+def maxpool3d_winners(a: torch.Tensor, channels: int, side: int, k: int) -> list[int]:
+    a = a.view(channels, side, side, side)
+    winners = []
+    for c in range(channels):
+        for i in range(side // k):
+            for j in range(side // k):
+                for m in range(side // k):
+                    win = a[c, i * k : (i + 1) * k, j * k : (j + 1) * k, m * k : (m + 1) * k]
+                    di, rest = divmod(int(win.argmax()), k * k)
+                    dj, dm = divmod(rest, k)
+                    winners.append(((c * side + i * k + di) * side + j * k + dj) * side + m * k + dm)
+    return winners
+
+
+def lrp_net_3d(net: Net3D, x: torch.Tensor, c: int, eps: float) -> torch.Tensor:
+    """``x``: one volume [1, 4, 4, 4]; the same layer-by-layer ε-rule as ``lrp_net_a``."""
+    W1, b1 = fold_bn(*conv3d_matrix(net.conv1, (1, 4, 4, 4)), net.bn1, 64)
+    W2, b2 = conv3d_matrix(net.conv2, (2, 2, 2, 2))
+    Wp = avgpool3d_matrix(3, 2, 2)
+    a0 = x.reshape(-1)
+    a1 = torch.relu(W1 @ a0 + b1)
+    win = maxpool3d_winners(a1, 2, 4, 2)
+    p1 = a1[win]
+    a2 = torch.relu(W2 @ p1 + b2)
+    p2 = Wp @ a2
+    a3 = torch.relu(net.fc1.weight @ p2 + net.fc1.bias)
+    z = net.fc2.weight @ a3 + net.fc2.bias
+    R = torch.zeros_like(z)
+    R[c] = z[c]
+    R = lrp_affine(a3, net.fc2.weight, net.fc2.bias, R, 0.0)
+    R = lrp_affine(p2, net.fc1.weight, net.fc1.bias, R, eps)
+    R = lrp_affine(a2, Wp, torch.zeros(Wp.shape[0], dtype=DT), R, 0.0)
+    R = lrp_affine(p1, W2, b2, R, eps)
+    R_a1 = torch.zeros_like(a1)
+    R_a1[win] += R  # winner takes all
+    return lrp_affine(a0, W1, b1, R_a1, eps).view_as(x)
+
+
+def test_lrp_epsilon_equals_matrix_form_3d() -> None:
+    """The ε-rule itself on volumes, with ε large enough (0.5) that LRP-ε is far from gradient x input."""
+    net = randomize_batchnorm(Net3D()).double().eval()
+    x = torch.randn(3, 1, 4, 4, 4, dtype=DT)
+    target = torch.tensor([0, 2, 1])
+    eps = torch.tensor([0.5, 0.2, 1e-2], dtype=DT)
+    heat = LRPEpsilon(validate="always")(net, x, target, eps=eps)
+    assert heat.shape == x.shape
+    for b in range(3):
+        with torch.no_grad():
+            ref = lrp_net_3d(net, x[b], int(target[b]), float(eps[b]))
+        torch.testing.assert_close(heat[b], ref, rtol=1e-9, atol=1e-12)
+    gxi = GradientXInput()(net, x, target)
+    assert (heat[0] - gxi[0]).abs().max() > 0.05 * gxi[0].abs().max()  # ε = 0.5 is not LRP-0
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

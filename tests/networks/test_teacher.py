@@ -65,14 +65,31 @@ def test_masked_input_keeps_lungs_and_fills_background() -> None:
     assert masked0[~inside].abs().max() == 0
 
 
-@pytest.mark.parametrize("threshold", [0.2, 0.4, 0.9])
+class FirstChannelLogits(nn.Module):
+    """A segmenter whose lung logits are the input's first channel: known logits per image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1]
+
+
+# lung probabilities, two images of 2 x 3 pixels; their logits log(p / (1 - p)) are the input
+PROBS = torch.tensor([[[0.10, 0.30, 0.50], [0.85, 0.95, 0.35]], [[0.99, 0.05, 0.45], [0.25, 0.60, 0.92]]])
+MASKS = {  # sigmoid(logit) > threshold, written out by hand
+    0.2: [[[0, 1, 1], [1, 1, 1]], [[1, 0, 1], [1, 1, 1]]],
+    0.4: [[[0, 0, 1], [1, 1, 0]], [[1, 0, 1], [0, 1, 1]]],
+    0.9: [[[0, 0, 0], [0, 1, 0]], [[1, 0, 0], [0, 0, 1]]],
+}
+
+
+@pytest.mark.parametrize("threshold", sorted(MASKS))
 def test_mask_is_the_thresholded_probability(threshold: float) -> None:
-    seg = lung_segmenter("small")
-    t = TeacherPipeline(seg, densenet121(num_classes=3), threshold=threshold).eval()
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        expected = (torch.sigmoid(seg(x)) > threshold).float()
-    torch.testing.assert_close(t.lung_mask(x), expected)
+    t = TeacherPipeline(FirstChannelLogits(), nn.Identity(), threshold=threshold).eval()
+    x = torch.stack([torch.logit(PROBS), torch.full_like(PROBS, 9.0), torch.full_like(PROBS, -9.0)], 1)
+    mask = t.lung_mask(x)
+    assert mask.shape == (2, 1, 2, 3) and mask.dtype == x.dtype and not mask.requires_grad
+    torch.testing.assert_close(mask, torch.tensor(MASKS[threshold], dtype=x.dtype)[:, None], rtol=0, atol=0)
+    _, pipeline_mask = t.masked_input(x)  # the mask the classifier's input is built with
+    torch.testing.assert_close(pipeline_mask, mask, rtol=0, atol=0)
 
 
 def test_frozen_segmenter_stays_in_eval_mode_without_gradients() -> None:
