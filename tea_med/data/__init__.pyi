@@ -2,6 +2,7 @@
 # this file at import time to load each name from its submodule on first use. Add a name here
 # only (as `from .module import Name as Name`).
 
+from .datasets import find_datalist as find_datalist
 from .datasets import xray_dataset as xray_dataset
 from .dicom import read_dicom as read_dicom
 from .dicom_writer import write_dicom as write_dicom

@@ -10,11 +10,38 @@ from monai.data import CacheDataset, Dataset
 
 from tea_med.data.manifest import load_datalist
 
-__all__ = ["xray_dataset"]
+__all__ = ["find_datalist", "xray_dataset"]
+
+#: the manifest a data folder holds (``tea-med phantoms DIR`` writes it)
+DATALIST_NAME = "datalist_png.json"
+
+
+def find_datalist(
+    dataset_dir: str | os.PathLike[str] | None, filename: str = DATALIST_NAME, key: str = "dataset_dir"
+) -> str:
+    """``<dataset_dir>/<filename>``, the manifest of a bundle's data folder (its ``datalist``).
+
+    The data are an argument of every bundle, never a default: ``dataset_dir`` ``None`` (the
+    configs' default) raises ``ValueError`` naming the config ``key`` and how to pass it, a folder
+    without the manifest ``FileNotFoundError``.
+    """
+    if dataset_dir is None or not os.fspath(dataset_dir):
+        raise ValueError(
+            f"{key} is not set: pass --{key} DIR, a folder with {filename} (`tea-med phantoms DIR` "
+            "writes one), or --datalist FILE.json for a manifest elsewhere"
+        )
+    path = os.path.join(os.fspath(dataset_dir), filename)
+    if not os.path.isfile(path):
+        what = "does not exist" if not os.path.isdir(dataset_dir) else f"has no {filename}"
+        raise FileNotFoundError(
+            f"{key} {os.fspath(dataset_dir)!r} {what}: pass --{key} DIR, a folder with {filename}, "
+            "or --datalist FILE.json"
+        )
+    return path
 
 
 def xray_dataset(
-    manifest: Mapping[str, Any] | str | os.PathLike[str],
+    manifest: Mapping[str, Any] | str | os.PathLike[str] | None,
     split: str,
     transform: Callable[..., Any] | None = None,
     *,
@@ -38,6 +65,11 @@ def xray_dataset(
     by default (the name stays in ``label_name``). ``CacheDataset`` caches the output of the
     deterministic transforms up to the first random one.
     """
+    if manifest is None:
+        raise ValueError(
+            "no manifest: a bundle's datalist is not set (pass --dataset_dir DIR, a folder with "
+            f"{DATALIST_NAME}, or --datalist FILE.json)"
+        )
     records = load_datalist(
         manifest,
         split,

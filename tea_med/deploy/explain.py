@@ -1,7 +1,9 @@
 """LRP-ε heatmaps of a bundle's predictions, one overlay PNG per image (``tea-med explain``).
 
-Works with any bundle whose ``configs/inference.json`` defines ``network_def``, ``ckpt_path``,
-``image_size`` and ``class_names`` (``tea_teacher``, ``tea_student``). A
+Works with any bundle whose inference workflow, ``configs/common.yaml`` followed by
+``configs/inference.yaml`` (MONAI's composed configs; a lone ``configs/inference.json`` also
+works), defines ``network_def``, ``ckpt_path``, ``image_size`` and ``class_names``
+(``tea_teacher``, ``tea_student``); a ``heatmap_eps`` there is the default LRP ε. A
 :class:`~tea_med.networks.TeacherPipeline` is explained the way TEA explains it
 (docs/method.md, section 5): through its classifier, on the masked input (lungs kept,
 background replaced by seeded noise); any other network is explained directly. The explained
@@ -29,9 +31,14 @@ from tea_med.data.errors import DataError
 from tea_med.explain import LRPEpsilon
 from tea_med.networks import explained_input, load_weights
 
-CONFIG = Path("configs") / "inference.json"
-#: ids every explainable bundle defines in ``configs/inference.json``
+#: the inference workflow of a bundle: these files, merged in order (later ones override)
+CONFIG_FILES = (Path("configs") / "common.yaml", Path("configs") / "inference.yaml")
+#: a bundle with a single inference config (the MONAI model-zoo layout) is read too
+LEGACY_CONFIG = Path("configs") / "inference.json"
+#: ids every explainable bundle defines in its inference workflow
 REQUIRED_IDS = ("network_def", "ckpt_path", "image_size", "class_names")
+#: LRP ε when the bundle defines no ``heatmap_eps``
+DEFAULT_EPS = 1e-2
 
 
 class BundleError(ValueError):
@@ -51,6 +58,8 @@ class BundleNetwork:
     image_size: int
     ckpt_path: Path
     bundle_dir: Path
+    #: the bundle's ``heatmap_eps`` (for the student: the geometric midpoint of its training ε range)
+    heatmap_eps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,23 +108,46 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def _train_commands(bundle_dir: Path) -> list[str]:
-    """The ``configs/train*.json`` of the bundle that define ``ckpt_path`` (they write it)."""
-    configs = sorted((bundle_dir / "configs").glob("train*.json"))
-    return [
-        f"configs/{c.name}"
-        for c in configs
-        if '"ckpt_path"' in c.read_text(encoding="utf-8", errors="replace")
-    ]
+def _saved_filenames(config: Any) -> set[str]:
+    """Every ``key_metric_filename`` of the ``CheckpointSaver``s in a config's content."""
+    if isinstance(config, dict):
+        found = {str(config["key_metric_filename"])} if "key_metric_filename" in config else set()
+        return found.union(*(_saved_filenames(v) for v in config.values()))
+    if isinstance(config, list):
+        return set().union(*(_saved_filenames(v) for v in config))
+    return set()
+
+
+def _train_commands(bundle_dir: Path, ckpt_name: str) -> list[str]:
+    """The command of each ``configs/train*`` workflow of the bundle that saves ``ckpt_name``."""
+    from monai.bundle import ConfigParser
+
+    configs = bundle_dir / "configs"
+    common = configs / CONFIG_FILES[0].name
+    commands = []
+    for c in sorted(configs.glob("train*.*")):
+        if c.suffix not in (".yaml", ".yml", ".json"):
+            continue
+        try:
+            saved = _saved_filenames(ConfigParser.load_config_file(c))
+        except (ValueError, OSError):
+            continue
+        if ckpt_name in saved:
+            files = (
+                [f"configs/{common.name}", f"configs/{c.name}"] if common.is_file() else [f"configs/{c.name}"]
+            )
+            arg = '"[' + ",".join(f"'{f}'" for f in files) + ']"' if len(files) > 1 else files[0]
+            commands.append(f"python -m monai.bundle run --config_file {arg}")
+    return commands
 
 
 def _missing_checkpoint(ckpt: Path, bundle_dir: Path) -> str:
-    writers = _train_commands(bundle_dir)
+    writers = _train_commands(bundle_dir, ckpt.name)
     if writers:
-        how = " or ".join(f"`python -m monai.bundle run --config_file {w}`" for w in writers)
+        how = " or ".join(f"`{w}`" for w in writers)
         hint = f"train the bundle first: {how} in {bundle_dir}"
     else:
-        hint = f"no configs/train*.json in {bundle_dir} writes it; copy a trained model.pt there"
+        hint = f"no configs/train* workflow in {bundle_dir} writes it; copy a trained {ckpt.name} there"
     docs = bundle_dir / "docs" / "README.md"
     if docs.is_file():
         hint += f" (steps: {docs})"
@@ -127,7 +159,10 @@ def load_bundle_network(
     overrides: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
 ) -> BundleNetwork:
-    """Build ``network_def`` from ``<bundle_dir>/configs/inference.json`` and load ``ckpt_path``.
+    """Build ``network_def`` from the bundle's inference workflow and load ``ckpt_path``.
+
+    The workflow is ``configs/common.yaml`` + ``configs/inference.yaml`` (or a lone
+    ``configs/inference.json``).
 
     ``bundle_root`` is set to ``bundle_dir``; ``overrides`` replace config ids (which must exist).
     The caller's (CPU) random state is left as it was.
@@ -139,14 +174,21 @@ def load_bundle_network(
     from monai.bundle import ConfigParser
 
     root = Path(bundle_dir)
+    wanted = " + ".join(str(c) for c in CONFIG_FILES)
     if not root.is_dir():
-        raise BundleError(f"bundle folder {root} does not exist (expected a MONAI bundle with {CONFIG})")
-    config = root / CONFIG
-    if not config.is_file():
-        raise BundleError(f"{config} does not exist: {root} is not a MONAI bundle with an inference config")
+        raise BundleError(f"bundle folder {root} does not exist (expected a MONAI bundle with {wanted})")
+    files = [root / c for c in CONFIG_FILES if (root / c).is_file()]
+    if (root / CONFIG_FILES[-1]) not in files:
+        files = [root / LEGACY_CONFIG] if (root / LEGACY_CONFIG).is_file() else []
+    if not files:
+        raise BundleError(
+            f"{root / CONFIG_FILES[-1]} does not exist: {root} is not a MONAI bundle with an inference "
+            f"workflow ({wanted})"
+        )
+    config = " + ".join(str(f) for f in files)
     parser = ConfigParser()
     try:
-        parser.read_config(str(config))
+        parser.read_config([str(f) for f in files])
     except (ValueError, OSError) as err:
         raise BundleError(f"{config} cannot be read: {err}") from err
     missing = [key for key in REQUIRED_IDS if key not in parser]
@@ -160,6 +202,7 @@ def load_bundle_network(
         parser[key] = value
     class_names = [str(c) for c in parser.get_parsed_content("class_names")]
     image_size = int(parser.get_parsed_content("image_size"))
+    heatmap_eps = float(parser.get_parsed_content("heatmap_eps")) if "heatmap_eps" in parser else None
     ckpt = Path(parser.get_parsed_content("ckpt_path"))
     with torch.random.fork_rng(devices=[]):  # random init before loading: keep the caller's RNG
         network = parser.get_parsed_content("network_def")
@@ -169,7 +212,7 @@ def load_bundle_network(
         raise MissingCheckpointError(_missing_checkpoint(ckpt, root))
     load_weights(network, ckpt)
     network = network.to(device).eval().requires_grad_(False)
-    return BundleNetwork(network, class_names, image_size, ckpt, root)
+    return BundleNetwork(network, class_names, image_size, ckpt, root, heatmap_eps)
 
 
 def check_class(class_name: str | None, class_names: Sequence[str]) -> int | None:
@@ -254,7 +297,7 @@ def explain_images(
     bundle_dir: str | os.PathLike[str],
     images: Sequence[str | os.PathLike[str]],
     *,
-    eps: float = 1e-2,
+    eps: float | None = None,
     class_name: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
@@ -266,9 +309,11 @@ def explain_images(
     """Explain each image with the bundle's network and (with ``out_dir``) write overlay PNGs.
 
     Args:
-        bundle_dir: the MONAI bundle (``configs/inference.json``, ``models/model.pt``).
+        bundle_dir: the MONAI bundle (``configs/common.yaml`` + ``configs/inference.yaml``,
+            ``models/model.pt``).
         images: DICOM/PNG/JPEG files.
-        eps: LRP ε (> 0).
+        eps: LRP ε (> 0); ``None``: the bundle's ``heatmap_eps`` (the student's: the geometric
+            midpoint of its training range), else ``DEFAULT_EPS``.
         class_name: explain this class instead of the predicted one (one of ``class_names``).
         overrides: config ids to replace, e.g. ``{"image_size": 32, "segmenter_profile": "small"}``.
         out_dir: folder for ``<stem>_lrp.png`` per image (created); ``None`` writes nothing.
@@ -278,9 +323,11 @@ def explain_images(
         on_error: called for an unreadable image, which is then skipped; without it the
             :class:`DataError` is raised.
     """
-    if not eps > 0:
+    if eps is not None and not eps > 0:
         raise BundleError(f"eps must be > 0 (LRP-ε), got {eps!r}")
     bundle = load_bundle_network(bundle_dir, overrides, device)
+    if eps is None:
+        eps = DEFAULT_EPS if bundle.heatmap_eps is None else bundle.heatmap_eps
     class_index = check_class(class_name, bundle.class_names)
     lrp = LRPEpsilon(eps)
     out = None if out_dir is None else Path(out_dir)

@@ -104,19 +104,23 @@ class ResumeCheckpoint:
     ``<directory>/checkpoint_epoch=N.pt`` (keeping the newest only) at the end of every epoch;
     when such a file exists at start, everything is restored from it first, so a run killed
     (even with SIGKILL) and started again with the same command continues where it stopped.
-    List it after the ``ValidationHandler`` so a checkpoint includes that epoch's validation.
+    List it after the ``ValidationHandler`` so a checkpoint includes that epoch's validation,
+    and list a :class:`BestCheckpointState` among ``objects`` so the best checkpoint is chosen
+    among all validations of the run, not only those after the last restart.
 
     Args:
         directory: where checkpoints go (the bundle's ``ckpt_dir``).
         objects: name -> object with ``state_dict``/``load_state_dict`` (model, optimiser,
-            scheduler, :class:`RandomStates`).
+            scheduler, :class:`RandomStates`, :class:`BestCheckpointState`). ``None`` values are
+            left out, so a config can list objects that only some settings create (e.g. a
+            co-trained teacher's optimiser).
     """
 
     def __init__(self, directory: str | os.PathLike[str], objects: dict[str, Any]) -> None:
         if "trainer" in objects:
             raise ValueError("objects must not contain 'trainer': the engine is added when attached")
         self.directory = os.fspath(directory)
-        self.objects = dict(objects)
+        self.objects = {k: v for k, v in objects.items() if v is not None}
 
     def attach(self, engine: Any) -> None:
         from monai.handlers import CheckpointLoader, CheckpointSaver
@@ -131,3 +135,41 @@ class ResumeCheckpoint:
             )
             loader.attach(engine)
         CheckpointSaver(save_dir=self.directory, save_dict=to_save, save_interval=1, n_saved=1).attach(engine)
+
+
+class BestCheckpointState:
+    """What a best-checkpoint ``CheckpointSaver`` remembers, as a checkpointable object.
+
+    MONAI's ``CheckpointSaver(save_key_metric=True)`` keeps the best score it has seen in memory
+    only (its ``state_dict`` is not part of any checkpoint unless asked), and so does an
+    evaluator's ``state.best_metric``. After a restart the first validation would therefore
+    overwrite the best checkpoint (``models/model.pt``) whatever its score. List this object in
+    :class:`ResumeCheckpoint`'s ``objects``: the saver's ranking and the evaluator's best metric
+    and epoch are then saved every epoch and restored on resume, and the best checkpoint is the
+    best of every validation of the run.
+
+    Args:
+        saver: the validator's ``CheckpointSaver`` with ``save_key_metric=True``.
+        evaluator: the validator itself (its ``state.best_metric`` / ``best_metric_epoch``), or
+            ``None``.
+    """
+
+    def __init__(self, saver: Any, evaluator: Any = None) -> None:
+        if getattr(saver, "_key_metric_checkpoint", None) is None:
+            raise ValueError("saver must be a MONAI CheckpointSaver with save_key_metric=True")
+        self.saver = saver
+        self.evaluator = evaluator
+
+    def state_dict(self) -> dict[str, Any]:
+        ranked = self.saver._key_metric_checkpoint.state_dict()["_saved"]
+        state: dict[str, Any] = {"saved": [[float(p), str(f)] for p, f in ranked]}
+        if self.evaluator is not None:
+            state["best_metric"] = float(self.evaluator.state.best_metric)
+            state["best_metric_epoch"] = int(self.evaluator.state.best_metric_epoch)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.saver.load_state_dict({"_saved": [(p, f) for p, f in state["saved"]]})
+        if self.evaluator is not None and "best_metric" in state:
+            self.evaluator.state.best_metric = state["best_metric"]
+            self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]

@@ -18,7 +18,7 @@ from tea_med.engines.sampling import sample_eps, sample_targets
 from tea_med.explain import Explainer, LRPEpsilon
 from tea_med.explain.base import Explanation
 from tea_med.losses import HeatmapLoss, TEALoss
-from tea_med.networks.teacher import TeacherPipeline, explained_input
+from tea_med.networks.teacher import TeacherPipeline, explained_input, teacher_classifier
 
 BN_MODES = ("train", "frozen")
 
@@ -37,7 +37,9 @@ class TEATask(nn.Module):
             reference's choice) or ``"frozen"`` (running statistics).
         seed: seeds the task's own generator (classes and ε per image).
         teacher_ce_weight: ``None`` keeps the teacher frozen. A number co-trains the teacher's
-            classifier with cross-entropy at this weight (needs labels and a teacher optimiser).
+            classifier with cross-entropy at this weight (needs labels and a teacher optimiser
+            over the classifier's parameters, which are then made trainable; a
+            :class:`TeacherPipeline`'s segmenter stays frozen).
         warmup_epochs: with co-training, epochs during which the teacher is trained with
             ``0.1 * CE + TEA loss`` (the TEA gradient reaches the teacher); afterwards CE alone.
     """
@@ -72,6 +74,10 @@ class TEATask(nn.Module):
         self.warmup_epochs = int(warmup_epochs)
         if teacher_ce_weight is None:
             self.teacher.requires_grad_(False)
+        else:  # co-training: the teacher's classifier learns (a loaded one comes frozen), its segmenter never
+            teacher_classifier(self.teacher).requires_grad_(True)
+            if isinstance(self.teacher, TeacherPipeline):
+                self.teacher.segmenter.requires_grad_(False)
 
     def train(self, mode: bool = True) -> TEATask:
         super().train(mode)

@@ -17,9 +17,10 @@ def load_weights(module: nn.Module, path: str | os.PathLike[str], key: str = "mo
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"checkpoint {path} does not exist; train it first (for the teacher bundle: "
-            "`python -m monai.bundle run --config_file configs/train_segmenter.json` writes "
-            "models/segmenter.pt, `configs/train_classifier.json` writes models/model.pt)"
+            f"checkpoint {path} does not exist; train it first (for the teacher bundle, from its folder: "
+            "`python -m monai.bundle run --config_file "
+            "\"['configs/common.yaml','configs/train_segmenter.yaml']\" --dataset_dir DIR` writes "
+            "models/segmenter.pt, the same with configs/train_classifier.yaml writes models/model.pt)"
         )
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get(key, checkpoint) if isinstance(checkpoint, dict) else checkpoint

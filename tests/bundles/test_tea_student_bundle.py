@@ -1,4 +1,5 @@
-"""The student bundle: TEA training, resume after SIGKILL, evaluation, inference, export."""
+"""The student bundle: TEA training, resume after SIGKILL, warm-up co-training, evaluation,
+inference, export."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.bundles import REPO, SCHEMA, SIZE, bundle_cli, initialized_workflow
+from helpers.bundles import (
+    REPO,
+    SCHEMA,
+    SIZE,
+    STUDENT,
+    bundle_cli,
+    cli_configs,
+    config_files,
+    initialized_workflow,
+)
 from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigWorkflow
 
@@ -19,7 +29,6 @@ from tea_med.networks import TeacherPipeline, densenet121, lung_segmenter
 
 pytestmark = pytest.mark.slow  # every test here trains or runs a bundle
 
-STUDENT = REPO / "bundles" / "tea_student"
 CONFIGS = STUDENT / "configs"
 
 
@@ -54,25 +63,53 @@ def workflow(name: str, workflow_type: str, **kw: object) -> ConfigWorkflow:
 
 @pytest.fixture(scope="module")
 def trained(phantoms: Path, teacher_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 epochs validated every 2: epoch 2 by MONAI's ValidationHandler, epoch 3 because it is the last."""
     work = tmp_path_factory.mktemp("student")
-    wf = workflow("train", "train", **overrides(phantoms, teacher_ckpt, work))
+    wf = workflow("train", "train", **overrides(phantoms, teacher_ckpt, work, max_epochs=3, val_interval=2))
     wf.run()
     wf.finalize()
+    state = wf.parser.get_parsed_content("validate#evaluator").state
+    (work / "validated.json").write_text(json.dumps([state.epoch, state.best_metric_epoch]))
     return work
 
 
 def test_training_writes_resumable_and_best_checkpoints_and_figures(trained: Path) -> None:
-    resume = torch.load(trained / "models" / "checkpoint_epoch=2.pt", weights_only=True)
-    assert set(resume) == {"student", "optimizer", "lr_scheduler", "rng", "trainer"}
-    assert resume["trainer"]["iteration"] // resume["trainer"]["epoch_length"] == 2  # ignite: iterations
+    resume = torch.load(trained / "models" / "checkpoint_epoch=3.pt", weights_only=True)
+    assert set(resume) == {"student", "optimizer", "lr_scheduler", "rng", "best", "trainer"}
+    assert resume["trainer"]["iteration"] // resume["trainer"]["epoch_length"] == 3  # ignite: iterations
+    assert resume["best"]["best_metric_epoch"] in (2, 3)
     best = torch.load(trained / "models" / "model.pt", weights_only=True)
     densenet121(num_classes=3).load_state_dict(best)  # the student is a plain DenseNet121
     figures = sorted((trained / "eval" / "heatmaps").glob("validation_*.png"))
-    assert len(figures) == 2  # one per validation
+    assert [f.name for f in figures] == ["validation_001.png", "validation_002.png"]  # one per validation
+
+
+def test_the_last_epoch_is_validated_off_the_interval(trained: Path) -> None:
+    last_validated, _ = json.loads((trained / "validated.json").read_text())
+    assert last_validated == 3  # max_epochs 3 is no multiple of val_interval 2
+
+
+def test_warmup_co_trains_the_teacher_classifier_not_its_segmenter(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    wf = workflow("train", "train", **overrides(phantoms, teacher_ckpt, tmp_path, warmup_epochs=1))
+    wf.run()
+    wf.finalize()
+    before = torch.load(teacher_ckpt, weights_only=True)
+    teacher = wf.parser.get_parsed_content("teacher")
+    for name, p in teacher.segmenter.state_dict().items():
+        torch.testing.assert_close(p, before[f"segmenter.{name}"], rtol=0, atol=0, msg=name)
+    params = teacher.classifier.named_parameters()
+    moved = [n for n, p in params if not torch.equal(p, before[f"classifier.{n}"])]
+    assert moved, "the co-trained teacher classifier's weights did not change"
+    assert all(p.requires_grad for p in teacher.classifier.parameters())
+    assert not any(p.requires_grad for p in teacher.segmenter.parameters())
+    resume = torch.load(tmp_path / "models" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert {"teacher", "teacher_optimizer"} <= set(resume)  # co-training resumes exactly too
 
 
 def test_evaluate_and_inference_without_the_teacher(trained: Path, phantoms: Path) -> None:
-    common = {
+    common: dict[str, object] = {
         "bundle_root": str(STUDENT),
         "image_size": SIZE,
         "num_workers": 0,
@@ -87,7 +124,7 @@ def test_evaluate_and_inference_without_the_teacher(trained: Path, phantoms: Pat
     script = f"""
 import json, sys
 from monai.bundle import ConfigWorkflow
-wf = ConfigWorkflow(config_file={str(CONFIGS / "inference.json")!r}, workflow_type="infer",
+wf = ConfigWorkflow(config_file={config_files(CONFIGS, "inference")!r}, workflow_type="infer",
                     input_path={str(phantoms / "images" / "test_deceiving")!r},
                     output_dir={str(trained / "inf")!r}, save_heatmaps=True, **{json.dumps(common)!s})
 wf.initialize(); wf.run(); wf.finalize()
@@ -110,13 +147,13 @@ def test_metadata_and_torchscript_inference_alone(trained: Path) -> None:
     )
     bundle_cli(
         "verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
-        "--config_file", "configs/inference.json", cwd=STUDENT,
+        "--config_file", cli_configs("inference"), cwd=STUDENT,
     )  # fmt: skip
     ts = trained / "models" / "model.ts"
     ckpt = str(trained / "models" / "model.pt")
     bundle_cli(
         "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", ckpt,
-        "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", cwd=STUDENT,
+        "--meta_file", "configs/metadata.json", "--config_file", cli_configs("inference"), cwd=STUDENT,
     )  # fmt: skip
     x = torch.rand(2, 3, SIZE, SIZE)
     torch.save(x, trained / "x.pt")
@@ -135,28 +172,37 @@ torch.save(out, {str(trained / "y.pt")!r})
     torch.testing.assert_close(torch.load(trained / "y.pt"), expected)
 
 
-def _run(
-    config: str, ov: dict[str, object], *extra: str, env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, str(REPO / "tests" / "helpers" / "run_bundle.py"), config, json.dumps(ov), *extra]
+def _run(ov: dict[str, object], *extra: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    files = ",".join(config_files(CONFIGS, "train"))
+    cmd = [sys.executable, str(REPO / "tests" / "helpers" / "run_bundle.py"), files, json.dumps(ov), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 
 
-def test_killed_run_resumes_to_the_same_weights_in_the_same_mlflow_run(
+def _runs(uri: str, name: str) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    return [r for r in runs if r.info.run_name == name]
+
+
+def test_killed_run_resumes_to_the_same_weights_and_best_model_in_the_same_mlflow_run(
     phantoms: Path, teacher_ckpt: Path, tmp_path: Path
 ) -> None:
+    """Killed after epoch 2, resumed into an epoch 3 that validates worse (its weights are
+    scrambled when it starts, in both runs): the final weights match an uninterrupted run's, and
+    so does models/model.pt, the best of all validations, chosen before the kill."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
-    config = str(CONFIGS / "train.json")
-    straight = overrides(phantoms, teacher_ckpt, tmp_path / "straight", max_epochs=3)
-    assert _run(config, straight, env=env).returncode == 0
-
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    worse = ["--perturb-at-epoch", "3"]
+    straight = overrides(phantoms, teacher_ckpt, tmp_path / "straight", max_epochs=3)
+    done = _run(straight, *worse, "--tracking-uri", uri, "--run-name", "student-straight", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
     tracked = ["--tracking-uri", uri, "--run-name", "student-resume"]
     resumed = overrides(phantoms, teacher_ckpt, tmp_path / "resumed", max_epochs=3)
-    killed = _run(config, resumed, "--kill-at-epoch", "2", *tracked, env=env)
+    killed = _run(resumed, *worse, "--kill-at-epoch", "2", *tracked, env=env)
     assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL
     assert (tmp_path / "resumed" / "models" / "checkpoint_epoch=2.pt").is_file()
-    again = _run(config, resumed, *tracked, env=env)
+    again = _run(resumed, *worse, *tracked, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
 
     a = torch.load(tmp_path / "straight" / "models" / "checkpoint_epoch=3.pt", weights_only=True)
@@ -165,10 +211,20 @@ def test_killed_run_resumes_to_the_same_weights_in_the_same_mlflow_run(
     for k, v in a["student"].items():
         torch.testing.assert_close(b["student"][k], v, rtol=0, atol=0, msg=k)
 
-    client = MlflowClient(tracking_uri=uri)
-    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
-    named = [r for r in runs if r.info.run_name == "student-resume"]
+    (straight_run,) = _runs(uri, "student-straight")
+    logged = MlflowClient(tracking_uri=uri).get_metric_history(straight_run.info.run_id, "val_tea_loss")
+    history = [m.value for m in sorted(logged, key=lambda m: m.step)]
+    assert len(history) == 3 and history[2] > min(history[:2])  # epoch 3 is worse than the best before it
+    assert a["best"] == b["best"] and a["best"]["best_metric_epoch"] == 1 + history.index(min(history))
+    best_a = torch.load(tmp_path / "straight" / "models" / "model.pt", weights_only=True)
+    best_b = torch.load(tmp_path / "resumed" / "models" / "model.pt", weights_only=True)
+    assert best_a.keys() == best_b.keys()
+    for k, v in best_a.items():
+        torch.testing.assert_close(best_b[k], v, rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(best_b[k], v) for k, v in b["student"].items())  # not the last epoch's
+
+    named = _runs(uri, "student-resume")
     assert len(named) == 1 and named[0].info.status == "FINISHED"
     assert {"train_tea_loss", "val_tea_loss", "val_agreement", "val_auc"} <= set(named[0].data.metrics)
-    artifacts = {a.path for a in client.list_artifacts(named[0].info.run_id)}
+    artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(named[0].info.run_id)}
     assert "heatmaps" in artifacts and "model.pt" in artifacts

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.bundles import SCHEMA, SIZE, TEACHER, bundle_cli, initialized_workflow, small_overrides
+from helpers.bundles import (
+    SCHEMA,
+    SIZE,
+    TEACHER,
+    bundle_cli,
+    cli_configs,
+    initialized_workflow,
+    root_cause,
+    small_overrides,
+)
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
@@ -50,7 +59,7 @@ def test_training_writes_both_checkpoints(trained: Path) -> None:
 def test_classifier_training_needs_the_segmenter(phantoms: Path, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError) as err:  # MONAI wraps the error of a config expression
         workflow("train_classifier", "train", phantoms, tmp_path)
-    assert "segmenter.pt does not exist; train it first" in str(err.value.__cause__)
+    assert "segmenter.pt does not exist; train it first" in str(root_cause(err.value))
 
 
 def test_evaluate_writes_metrics(trained: Path, phantoms: Path) -> None:
@@ -87,20 +96,20 @@ def test_inference_on_a_folder_writes_probabilities_and_masks(trained: Path, pha
 def test_inference_refuses_an_empty_folder(trained: Path, phantoms: Path, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError) as err:
         workflow("inference", "infer", phantoms, trained, input_path=str(tmp_path))
-    assert "no images found" in str(err.value.__cause__)
+    assert "no images found" in str(root_cause(err.value))
 
 
 def test_metadata_network_shapes_and_torchscript_export(trained: Path) -> None:
     bundle_cli("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(SCHEMA))
     bundle_cli(
         "verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
-        "--config_file", "configs/inference.json", "--segmenter_profile", "small",
+        "--config_file", cli_configs("inference"), "--segmenter_profile", "small",
     )  # fmt: skip
     ts = trained / "models" / "model.ts"
     ckpt = str(trained / "models" / "model.pt")
     bundle_cli(
         "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", ckpt,
-        "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
+        "--meta_file", "configs/metadata.json", "--config_file", cli_configs("inference"),
         "--segmenter_profile", "small", "--key_in_ckpt", "model",
     )  # fmt: skip
     scripted = torch.jit.load(str(ts))

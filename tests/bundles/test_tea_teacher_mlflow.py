@@ -6,11 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers.bundles import (
-    TEACHER,
-    bundle_cli,
-    small_overrides,
-)
+from helpers.bundles import TEACHER, bundle_cli, cli_configs, config_files, small_overrides
 from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigWorkflow
 
@@ -21,7 +17,7 @@ def test_classifier_training_is_tracked_in_a_sqlite_store(phantoms: Path, tmp_pa
     overrides = small_overrides(phantoms, tmp_path)
     overrides["max_epochs"] = 2
     wf = ConfigWorkflow(
-        config_file=str(TEACHER / "configs" / "train_segmenter.json"),
+        config_file=config_files(TEACHER / "configs", "train_segmenter"),
         logging_file=str(TEACHER / "configs" / "logging.conf"),
         workflow_type="train",
         **overrides,
@@ -32,7 +28,7 @@ def test_classifier_training_is_tracked_in_a_sqlite_store(phantoms: Path, tmp_pa
     assert (tmp_path / "models" / "segmenter.pt").is_file()
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    args = ["run", "--config_file", "configs/train_classifier.json", "--tracking", "mlflow"]
+    args = ["run", "--config_file", cli_configs("train_classifier"), "--tracking", "mlflow"]
     args += ["--run_name", "teacher-ci", "--tracking_uri", uri]
     for k, v in overrides.items():
         args += [f"--{k}", str(v)]

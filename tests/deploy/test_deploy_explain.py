@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from tea_med.networks import TeacherPipeline, densenet121, load_weights, lung_se
 
 REPO = Path(__file__).resolve().parents[2]
 TEACHER_CONFIGS = REPO / "bundles" / "tea_teacher" / "configs"
+STUDENT_CONFIGS = REPO / "bundles" / "tea_student" / "configs"
 SIZE = 32
 OVERRIDES = {"segmenter_profile": "small", "image_size": SIZE}
 CLI_OVERRIDES = ["--override", "segmenter_profile=small", "--override", "image_size=32"]
@@ -31,13 +31,8 @@ def tiny_teacher() -> TeacherPipeline:
 
 
 def make_bundle(root: Path, network: torch.nn.Module, *, student: bool = False) -> Path:
-    """A bundle folder with the teacher's configs (or a student-style ``network_def``) and weights."""
-    shutil.copytree(TEACHER_CONFIGS, root / "configs")
-    if student:
-        path = root / "configs" / "inference.json"
-        config = json.loads(path.read_text())
-        config["network_def"] = {"_target_": "tea_med.networks.densenet121", "num_classes": "@num_classes"}
-        path.write_text(json.dumps(config, indent=4))
+    """A bundle folder with the teacher's (or the student's) configs and ``network``'s weights."""
+    shutil.copytree(STUDENT_CONFIGS if student else TEACHER_CONFIGS, root / "configs")
     (root / "models").mkdir()
     torch.save(network.state_dict(), root / "models" / "model.pt")
     return root
@@ -191,6 +186,14 @@ def test_plain_classifier_bundle_is_explained_directly(
         assert width < Image.open(r.output).size[1] * 2.5  # two panels, no classifier-input panel
 
 
+def test_a_bundle_heatmap_eps_is_the_default_eps(student_bundle: Path, images: list[Path]) -> None:
+    # the student's: the geometric midpoint of its training range (configs/common.yaml)
+    (r,) = explain_images(student_bundle, images[:1], overrides={"image_size": SIZE})
+    assert r.eps == pytest.approx((1e-3 * 1e-2) ** 0.5)
+    (r,) = explain_images(student_bundle, images[:1], overrides={"image_size": SIZE, "eps_hi": 0.1})
+    assert r.eps == pytest.approx((1e-3 * 0.1) ** 0.5)
+
+
 def test_parse_override() -> None:
     assert parse_override("image_size=32") == ("image_size", 32)
     assert parse_override('segmenter_profile="small"') == ("segmenter_profile", "small")
@@ -213,7 +216,7 @@ def test_missing_bundle_and_config_are_usage_errors(
     assert "tea-med explain: error:" in err and str(tmp_path / "nope") in err and "does not exist" in err
     (tmp_path / "empty").mkdir()
     assert run_cli("--bundle", tmp_path / "empty", images[0], "--out", tmp_path / "o") == 2
-    assert str(tmp_path / "empty" / "configs" / "inference.json") in capsys.readouterr().err
+    assert str(tmp_path / "empty" / "configs" / "inference.yaml") in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -225,7 +228,10 @@ def test_missing_checkpoint_names_the_file_and_the_command(
     assert run_cli("--bundle", bundle, images[0], "--out", tmp_path / "o", *CLI_OVERRIDES) == 1
     err = capsys.readouterr().err
     assert str(bundle / "models" / "model.pt") in err and "does not exist" in err
-    assert "python -m monai.bundle run --config_file configs/train_classifier.json" in err
+    command = (
+        "python -m monai.bundle run --config_file \"['configs/common.yaml','configs/train_classifier.yaml']\""
+    )
+    assert command in err and "train_segmenter" not in err  # the workflow that writes model.pt
 
 
 def test_checkpoint_of_another_profile_is_refused(

@@ -1,10 +1,12 @@
 """Run a bundle workflow in this process (used by tests as a subprocess).
 
-    python tests/helpers/run_bundle.py CONFIG_FILE '{"override": "json"}' [--kill-at-epoch N]
-        [--tracking-uri URI --run-name NAME]
+    python tests/helpers/run_bundle.py CONFIG_FILES '{"override": "json"}' [--kill-at-epoch N]
+        [--perturb-at-epoch N] [--tracking-uri URI --run-name NAME]
 
-With ``--kill-at-epoch`` a handler appended to ``train#handlers`` SIGKILLs the process at the
-end of that epoch, after the checkpoint handlers listed before it have run.
+``CONFIG_FILES`` is comma-separated (``.../common.yaml,.../train.yaml``), merged in order. With
+``--kill-at-epoch`` a handler appended to ``train#handlers`` SIGKILLs the process at the end of
+that epoch, after the checkpoint handlers listed before it have run; ``--perturb-at-epoch``
+scrambles the trained network's weights when that epoch starts (a reproducibly worse epoch).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from monai.bundle import ConfigWorkflow
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("config_file")
+    ap.add_argument("config_files")
     ap.add_argument("overrides")
     ap.add_argument("--kill-at-epoch", type=int)
+    ap.add_argument("--perturb-at-epoch", type=int)
     ap.add_argument("--tracking-uri")
     ap.add_argument("--run-name")
     args = ap.parse_args()
@@ -27,10 +30,13 @@ def main() -> None:
     kwargs = {}
     if args.tracking_uri:
         kwargs = {"tracking": "mlflow", "tracking_uri": args.tracking_uri, "run_name": args.run_name}
-    wf = ConfigWorkflow(config_file=args.config_file, workflow_type="train", **kwargs, **overrides)
+    files = args.config_files.split(",")
+    wf = ConfigWorkflow(config_file=files, workflow_type="train", **kwargs, **overrides)
+    handlers = wf.parser.get("train#handlers")
+    if args.perturb_at_epoch:
+        handlers.insert(0, {"_target_": "helpers.kill.PerturbAtEpoch", "epoch": args.perturb_at_epoch})
     if args.kill_at_epoch:
-        handlers = wf.parser.get("train#handlers")
-        handlers.insert(len(handlers), {"_target_": "helpers.kill.KillAtEpoch", "epoch": args.kill_at_epoch})
+        handlers.append({"_target_": "helpers.kill.KillAtEpoch", "epoch": args.kill_at_epoch})
     wf.initialize()
     wf.run()
     wf.finalize()

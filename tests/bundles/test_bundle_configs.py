@@ -1,0 +1,264 @@
+"""The bundles' composed YAML configs, without training: every workflow composes and parses, the
+listed preprocessing chains equal the library factories, the data and the teacher are arguments
+with clear errors, and nothing points outside the bundle."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from helpers.bundles import SIZE, STUDENT, TEACHER, config_files, root_cause
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.transforms import Compose, CopyItemsd, DeleteItemsd
+
+from tea_med.data import eval_transforms, test_transforms, train_transforms
+from tea_med.data.manifest import load_datalist
+from tea_med.networks import TeacherPipeline, densenet121, lung_segmenter
+
+CLASSES = ["normal", "pneumonia", "covid"]
+WORKFLOWS = {
+    TEACHER: {
+        "train_segmenter": "train",
+        "train_classifier": "train",
+        "evaluate": "infer",
+        "inference": "infer",
+    },
+    STUDENT: {"train": "train", "evaluate": "infer", "inference": "infer"},
+}
+CASES = [(bundle, name) for bundle, names in WORKFLOWS.items() for name in names]
+
+
+def _id(case: Any) -> str:
+    return case.name if isinstance(case, Path) else str(case)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "model.pt"
+    torch.save(TeacherPipeline(lung_segmenter("small"), densenet121(num_classes=3)).state_dict(), path)
+    return path
+
+
+def _overrides(bundle: Path, phantoms: Path, work: Path, teacher_ckpt: Path) -> dict[str, Any]:
+    ov: dict[str, Any] = {
+        "bundle_root": str(bundle),
+        "dataset_dir": str(phantoms),
+        "ckpt_dir": str(work / "models"),
+        "output_dir": str(work / "eval"),
+        "image_size": SIZE,
+        "input_path": str(phantoms / "images" / "test_unbiased"),
+    }
+    if bundle == TEACHER:
+        ov["segmenter_profile"] = "small"
+    else:
+        ov |= {"teacher_ckpt": str(teacher_ckpt), "teacher_segmenter_profile": "small"}
+    return ov
+
+
+def _parser(bundle: Path, name: str, **overrides: Any) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle / "configs", name))
+    parser.update(overrides)
+    return parser
+
+
+@pytest.mark.parametrize(("bundle", "name"), CASES, ids=_id)
+def test_every_workflow_composes_and_parses(
+    bundle: Path, name: str, phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    parser = _parser(bundle, name, **_overrides(bundle, phantoms, tmp_path, teacher_ckpt))
+    assert {"initialize", "run", "network_def", "device", "class_names"} <= set(parser.get())
+    assert isinstance(parser.get_parsed_content("network_def"), torch.nn.Module)
+    if WORKFLOWS[bundle][name] == "train":
+        assert isinstance(parser.get_parsed_content("train#trainer"), SupervisedTrainer)
+        assert isinstance(parser.get_parsed_content("validate#evaluator"), SupervisedEvaluator)
+        ids = ["train#dataset", "validate#dataset"]
+    else:
+        assert isinstance(parser.get_parsed_content("evaluator"), SupervisedEvaluator)
+        ids = ["dataset"]
+    for key in ids:
+        assert len(parser.get_parsed_content(key)) > 0, key
+
+
+def test_student_workflows_share_one_definition_of_the_common_keys() -> None:
+    for name in WORKFLOWS[STUDENT]:
+        text = (STUDENT / "configs" / f"{name}.yaml").read_text()
+        for key in ("class_names", "image_size", "eps_lo", "num_workers", "device"):
+            assert not re.search(rf"^{key}:", text, re.M), f"{name}.yaml repeats {key}"
+    parser = _parser(STUDENT, "inference")
+    assert parser.get_parsed_content("heatmap_eps") == pytest.approx((1e-3 * 1e-2) ** 0.5)
+    assert _parser(STUDENT, "train")["task"]["eps_range"] == ["@eps_lo", "@eps_hi"]
+
+
+# -- the listed chains are the library's ----------------------------------------------------------
+
+
+def _flat(*chains: Any) -> Compose:
+    return Compose([t for c in chains for t in (c.transforms if isinstance(c, Compose) else [c])])
+
+
+def _mask_as_label() -> list[Any]:
+    return [DeleteItemsd("label"), CopyItemsd("mask", names="label")]
+
+
+CHAINS: list[tuple[Path, str, str, Callable[[int], Compose]]] = [
+    (bundle, wf, key, factory)
+    for bundle, wf in ((TEACHER, "train_classifier"), (STUDENT, "train"))
+    for key, factory in (
+        ("train#preprocessing", train_transforms),
+        ("validate#preprocessing", eval_transforms),
+        ("preprocessing", test_transforms),
+    )
+] + [
+    (TEACHER, "train_segmenter", "train#preprocessing",
+     lambda s: _flat(train_transforms(s, mask_key="mask"), *_mask_as_label())),
+    (TEACHER, "train_segmenter", "validate#preprocessing",
+     lambda s: _flat(eval_transforms(s, mask_key="mask"), *_mask_as_label())),
+]  # fmt: skip
+
+
+def _plain(v: Any) -> Any:
+    return v.as_tensor() if hasattr(v, "as_tensor") else v
+
+
+@pytest.mark.parametrize(("bundle", "name", "key", "factory"), CHAINS, ids=_id)
+def test_listed_chains_equal_the_library_factories(
+    bundle: Path, name: str, key: str, factory: Callable[[int], Compose], phantoms: Path
+) -> None:
+    """The same output for the same seed, at the configs' default size and augmentation."""
+    record = load_datalist(phantoms / "datalist_png.json", "training", labels=CLASSES, encode_labels=True)[0]
+    parser = _parser(bundle, name)
+    listed = parser.get_parsed_content(key)
+    reference = factory(parser.get_parsed_content("image_size"))
+    assert [type(t) for t in listed.transforms] == [type(t) for t in reference.transforms]
+    outputs = []
+    for chain in (listed, reference):
+        chain.set_random_state(seed=123)
+        outputs.append(chain(copy.deepcopy(record)))
+    got, want = outputs
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(_plain(got[k]), _plain(v)), k
+        else:
+            assert got[k] == v, k
+
+
+def test_a_listed_augmentation_argument_can_be_overridden() -> None:
+    parser = _parser(STUDENT, "train", **{"train#preprocessing#transforms#3#rotate_range": [0.25]})
+    affine = parser.get_parsed_content("train#preprocessing").transforms[3]
+    assert type(affine).__name__ == "RandAffined"
+    assert tuple(affine.rand_affine.rand_affine_grid.rotate_range) == (0.25,)
+
+
+# -- relocatable: the data and the teacher are arguments --------------------------------------------
+
+
+def _checkpoints(bundle: Path, work: Path, teacher_ckpt: Path) -> dict[str, Any]:
+    """Overrides and weights in ``work`` with which every workflow initialises (loads its weights)."""
+    teacher = torch.load(teacher_ckpt, weights_only=True)
+    if bundle == TEACHER:
+        torch.save(teacher, work / "model.pt")
+        segmenter = {
+            k.removeprefix("segmenter."): v for k, v in teacher.items() if k.startswith("segmenter.")
+        }
+        torch.save(segmenter, work / "segmenter.pt")
+        return {"ckpt_dir": str(work), "segmenter_profile": "small", "image_size": SIZE}
+    student = {k.removeprefix("classifier."): v for k, v in teacher.items() if k.startswith("classifier.")}
+    torch.save(student, work / "model.pt")
+    return {"ckpt_dir": str(work), "teacher_segmenter_profile": "small", "image_size": SIZE}
+
+
+def _workflow(bundle: Path, name: str, **overrides: Any) -> ConfigWorkflow:
+    wf = ConfigWorkflow(
+        config_file=config_files(bundle / "configs", name),
+        workflow_type=WORKFLOWS[bundle][name],
+        logging_file=False,
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def _failure(wf: ConfigWorkflow) -> BaseException:
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the errors of a config's components
+        wf.run()
+    return root_cause(err.value)
+
+
+@pytest.mark.parametrize(("bundle", "name"), [c for c in CASES if c[1] != "inference"], ids=_id)
+def test_without_dataset_dir_the_run_names_the_argument(
+    bundle: Path, name: str, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    extra = {"teacher_ckpt": str(teacher_ckpt)} if bundle == STUDENT else {}
+    cause = _failure(_workflow(bundle, name, **_checkpoints(bundle, tmp_path, teacher_ckpt), **extra))
+    assert isinstance(cause, ValueError)
+    assert "dataset_dir is not set: pass --dataset_dir DIR, a folder with datalist_png.json" in str(cause)
+
+
+def test_a_dataset_dir_without_its_manifest_is_named(tmp_path: Path) -> None:
+    wf = _workflow(TEACHER, "train_segmenter", dataset_dir=str(tmp_path), ckpt_dir=str(tmp_path / "models"))
+    cause = _failure(wf)
+    assert isinstance(cause, FileNotFoundError)
+    assert str(tmp_path) in str(cause) and "has no datalist_png.json" in str(cause)
+
+
+def test_without_a_manifest_the_dataset_says_how_to_pass_one(teacher_ckpt: Path, tmp_path: Path) -> None:
+    cause = _failure(
+        _workflow(TEACHER, "evaluate", datalist=None, **_checkpoints(TEACHER, tmp_path, teacher_ckpt))
+    )
+    assert isinstance(cause, ValueError) and "--dataset_dir DIR" in str(cause)
+
+
+def test_without_teacher_ckpt_the_student_names_the_argument(phantoms: Path, tmp_path: Path) -> None:
+    cause = _failure(_workflow(STUDENT, "train", dataset_dir=str(phantoms), ckpt_dir=str(tmp_path)))
+    assert isinstance(cause, ValueError) and "teacher_ckpt is not set" in str(cause)
+    assert "--teacher_ckpt" in str(cause)
+    missing = tmp_path / "nope.pt"
+    wf = _workflow(
+        STUDENT, "train", dataset_dir=str(phantoms), ckpt_dir=str(tmp_path), teacher_ckpt=str(missing)
+    )
+    cause = _failure(wf)
+    assert isinstance(cause, FileNotFoundError) and str(missing) in str(cause)
+
+
+@pytest.mark.parametrize("bundle", [TEACHER, STUDENT], ids=_id)
+def test_without_input_path_inference_names_the_argument(
+    bundle: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    cause = _failure(_workflow(bundle, "inference", **_checkpoints(bundle, tmp_path, teacher_ckpt)))
+    assert isinstance(cause, ValueError) and "input_path is not set: pass --input_path" in str(cause)
+
+
+def _strings(config: Any) -> list[str]:
+    if isinstance(config, dict):
+        return [s for k, v in config.items() for s in (str(k), *_strings(v))]
+    if isinstance(config, list):
+        return [s for v in config for s in _strings(v)]
+    return [config] if isinstance(config, str) else []
+
+
+@pytest.mark.parametrize("bundle", [TEACHER, STUDENT], ids=_id)
+def test_configs_stay_inside_the_bundle_and_document_their_settings(bundle: Path) -> None:
+    configs = sorted((bundle / "configs").glob("*.yaml"))
+    assert {c.stem for c in configs} == {"common", *WORKFLOWS[bundle]}
+    assert {c.name for c in (bundle / "configs").glob("*.json")} == {"metadata.json"}
+    for config in configs:
+        values = _strings(ConfigParser.load_config_file(config))
+        assert not [v for v in values if "../" in v or v.startswith("/")], config.name
+        text = config.read_text()
+        for line in text.splitlines():  # a top-level setting with a plain value says what it is
+            m = re.match(r"^(\w+):\s*([^\s#].*)$", line)
+            if (
+                m
+                and m.group(1) not in ("imports", "initialize", "run")
+                and not m.group(2).startswith(('"$', '"@', "{"))
+            ):
+                assert " # " in line, f"{config.name}: {line}"
