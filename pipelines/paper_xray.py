@@ -22,32 +22,42 @@ interruption. ``--dry-run`` prints the commands instead of running them.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-TEACHER, STUDENT = REPO / "bundles" / "tea_teacher", REPO / "bundles" / "tea_student"
+from tea_med.bundled import bundle_dir
+
+# the shipped bundles, from a checkout (its bundles/) or an installed tea_med (tea_med.bundles)
+TEACHER, STUDENT = bundle_dir("tea_teacher"), bundle_dir("tea_student")
+
+
+def workflow(name: str) -> list[str]:
+    """``--config_file`` composing ``configs/common.yaml`` with the workflow ``configs/<name>.yaml``
+    (a list literal that ``monai.bundle``'s command line reads, and that shlex quotes cleanly)."""
+    files = ["configs/common.yaml", f"configs/{name}.yaml"]
+    return ["--config_file", json.dumps(files, separators=(",", ":"))]
 
 
 def commands(datalist: Path, ood_split: str, work: Path, run_name: str) -> list[tuple[Path, list[str]]]:
     data = ["--dataset_dir", str(datalist.parent), "--datalist", str(datalist), "--image_size", "224"]
     teacher_models, student_models = work / "teacher" / "models", work / "student" / "models"
-    bundle = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
+    bundle = [sys.executable, "-m", "monai.bundle", "run"]
     track = ["--tracking", "mlflow", "--run_name"]
     t_ckpt, s_ckpt = ["--ckpt_dir", str(teacher_models)], ["--ckpt_dir", str(student_models)]
     teacher = str(teacher_models / "model.pt")
     return [
-        (TEACHER, [*bundle, "configs/train_segmenter.json", *data, *t_ckpt, "--max_epochs", "100",
+        (TEACHER, [*bundle, *workflow("train_segmenter"), *data, *t_ckpt, "--max_epochs", "100",
                    *track, f"{run_name}-segmenter"]),
-        (TEACHER, [*bundle, "configs/train_classifier.json", *data, *t_ckpt, "--max_epochs", "100",
+        (TEACHER, [*bundle, *workflow("train_classifier"), *data, *t_ckpt, "--max_epochs", "100",
                    *track, f"{run_name}-teacher"]),
-        (STUDENT, [*bundle, "configs/train.json", *data, *s_ckpt, "--teacher_ckpt", teacher,
+        (STUDENT, [*bundle, *workflow("train"), *data, *s_ckpt, "--teacher_ckpt", teacher,
                    "--max_epochs", "500", "--lr_milestones", "[300, 400]", *track, f"{run_name}-student"]),
-        (TEACHER, [*bundle, "configs/evaluate.json", *data, *t_ckpt, "--eval_split", ood_split,
+        (TEACHER, [*bundle, *workflow("evaluate"), *data, *t_ckpt, "--eval_split", ood_split,
                    "--output_dir", str(work / "teacher" / "eval_ood")]),
-        (STUDENT, [*bundle, "configs/evaluate.json", *data, *s_ckpt, "--eval_split", ood_split,
+        (STUDENT, [*bundle, *workflow("evaluate"), *data, *s_ckpt, "--eval_split", ood_split,
                    "--output_dir", str(work / "student" / "eval_ood")]),
     ]  # fmt: skip
 
@@ -72,7 +82,7 @@ def main() -> int:
         )
         return 1
     for cwd, cmd in commands(args.datalist.resolve(), args.ood_split, args.work.resolve(), args.run_name):
-        print(f"(cd {cwd} && {shlex.join(cmd)})", flush=True)
+        print(f"(cd {shlex.quote(str(cwd))} && {shlex.join(cmd)})", flush=True)
         if not args.dry_run:
             subprocess.run(cmd, cwd=cwd, check=True)
     return 0

@@ -233,10 +233,11 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         "explain",
         help="write an LRP-ε heatmap overlay (PNG) for each image, explained by a MONAI bundle's network",
         description=(
-            "Load BUNDLE/configs/inference.json (network_def, ckpt_path, image_size, class_names), "
-            "load the trained weights, preprocess each IMAGE as at test time and explain the predicted "
-            "class (or --class) with LRP-ε. A teacher (segmenter + classifier) is explained through its "
-            "classifier on the masked image, with the lung mask outlined. Writes OUT/<stem>_lrp.png "
+            "Compose BUNDLE/configs/common.yaml + configs/inference.yaml (network_def, ckpt_path, "
+            "image_size, class_names, heatmap_eps), load the trained weights, preprocess each IMAGE as "
+            "at test time and explain the predicted class (or --class) with LRP-ε. A teacher "
+            "(segmenter + classifier) is explained through its classifier on the masked image, with "
+            "the lung mask outlined. Writes OUT/<stem>_lrp.png "
             "per image. Exit 0: all written; 1: an image or the checkpoint could not be used; 2: usage."
         ),
     )
@@ -247,7 +248,14 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", default="explanations", metavar="DIR", help="output folder (default explanations)"
     )
-    p.add_argument("--eps", type=_positive_float, default=0.01, help="LRP ε (default 0.01)")
+    p.add_argument(
+        "--eps",
+        type=_positive_float,
+        default=None,
+        help="LRP ε (default: the bundle's heatmap_eps, for tea_student the geometric midpoint of its "
+        "training range eps_lo..eps_hi, which --override eps_lo=... / eps_hi=... move; "
+        "0.01 for a bundle without one, such as tea_teacher)",
+    )
     p.add_argument(
         "--class",
         dest="class_name",

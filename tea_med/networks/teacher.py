@@ -123,7 +123,8 @@ def load_teacher(
     if not os.path.isfile(ckpt_path):
         raise FileNotFoundError(
             f"teacher_ckpt {os.fspath(ckpt_path)!r} does not exist: train the teacher bundle first "
-            "(configs/train_segmenter, then configs/train_classifier) or point --teacher_ckpt at its "
+            "(configs/train_segmenter.yaml, then configs/train_classifier.yaml, each after "
+            "configs/common.yaml) or point --teacher_ckpt at its "
             "models/model.pt"
         )
     teacher = TeacherPipeline(
