@@ -41,15 +41,15 @@ class DemoSettings:
     size: int = 64
     n: int = 240
     seed: int = 0
-    segmenter_epochs: int = 50
+    segmenter_epochs: int = 30
     teacher_epochs: int = 40
     standard_epochs: int = 10
-    student_epochs: int = 36
+    student_epochs: int = 30
     classifier_lr: float = 1e-3
     student_lr: float = 1e-3
     #: the student's learning-rate schedule: "cosine" (annealed to 0 over its epochs) or "constant"
     student_schedule: str = "cosine"
-    student_val_interval: int = 4
+    student_val_interval: int = 5
     #: LRP-ε range of the student stage. The X-ray default (docs/method.md, section 3) is
     #: 1e-3..1e-2 and the Coloured-MNIST-like setting 1e-2..1e-1; on the 64-px phantoms the
     #: student passed 0.78 deceiving-set accuracy within 12 epochs with the latter, and had

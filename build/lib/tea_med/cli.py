@@ -1,0 +1,480 @@
+"""The ``tea-med`` command: thin sub-commands over the library.
+
+Each sub-command lives in a small ``_add_<name>`` function that registers its parser and a
+handler; handlers import their heavy modules lazily so ``tea-med --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_version(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("version", help="print the tea_med version")
+
+    def run(_: argparse.Namespace) -> int:
+        from tea_med import __version__
+
+        print(__version__)
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+def _checked(
+    parse: Callable[[str], Any], ok: Callable[[Any], bool], expected: str, hint: str = ""
+) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses with ``parse`` and refuses values failing ``ok``, saying
+    what was ``expected`` (and ``hint`` when the value parsed but is out of range)."""
+
+    def check(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}{hint}, got {value}")
+        return value
+
+    return check
+
+
+_positive_int = _checked(int, lambda v: v >= 1, "a whole number >= 1")
+_image_size = _checked(int, lambda v: 32 <= v <= 4096, "a side in pixels (32..4096)", " (224 by default)")
+_fraction = _checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", " (1 = fully confounded)")
+_positive_float = _checked(float, lambda v: v > 0, "a number > 0", " (LRP-ε: typically 0.001..0.1)")
+
+
+def _error(command: str, message: object) -> int:
+    print(f"tea-med {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _add_phantoms(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "phantoms",
+        help="write a synthetic multi-hospital chest X-ray data set (DICOM/PNG, masks, datalists)",
+        description=(
+            "Generate seeded chest X-ray phantoms (normal / pneumonia / covid) from six synthetic "
+            "hospitals whose background signature is confounded with the class in training. Writes "
+            "images/, masks/, datalist_<format>.json and examples.png under OUT."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="output folder (created; must be empty unless --overwrite)")
+    p.add_argument("--n", type=_positive_int, default=60, help="images per split, 5 splits (default 60)")
+    p.add_argument("--size", type=_image_size, default=224, help="image side in pixels (default 224)")
+    p.add_argument("--seed", type=int, default=0, help="data set seed (default 0)")
+    p.add_argument(
+        "--confounding",
+        type=_fraction,
+        default=1.0,
+        help="class-hospital correlation in training/validation/test_biased, 0..1 (default 1.0)",
+    )
+    p.add_argument(
+        "--format", choices=("dicom", "png", "both"), default="both", help="image files (default both)"
+    )
+    p.add_argument("--no-grid", action="store_true", help="do not save the examples.png grid")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
+
+    def run(args: argparse.Namespace) -> int:
+        import time
+
+        from tea_med.data.phantom_files import write_phantoms
+        from tea_med.data.phantoms import SPLITS
+
+        formats = ("dicom", "png") if args.format == "both" else (args.format,)
+        start = time.perf_counter()
+        try:
+            written = write_phantoms(
+                args.out,
+                n=args.n,
+                size=args.size,
+                seed=args.seed,
+                confounding=args.confounding,
+                formats=formats,
+                grid=not args.no_grid,
+                overwrite=args.overwrite,
+            )
+        except FileExistsError:
+            return _error("phantoms", f"OUT {args.out!r} is not empty; use a new folder or --overwrite")
+        except NotADirectoryError:
+            return _error("phantoms", f"OUT {args.out!r} exists and is not a folder")
+        except (ValueError, OSError) as exc:
+            return _error("phantoms", exc)
+        seconds = time.perf_counter() - start
+        print(f"wrote {len(SPLITS) * args.n} phantoms ({args.size} px, seed {args.seed}) in {seconds:.1f} s")
+        for name, path in written.items():
+            print(f"  {name}: {path}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+def _add_manifest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("manifest", help="check datalist manifests")
+    msub = p.add_subparsers(dest="manifest_command", metavar="ACTION", required=True)
+    v = msub.add_parser(
+        "validate",
+        help="report every problem of a datalist manifest (exit 0 valid, 1 problems)",
+        description=(
+            "Validate a MONAI datalist against data_manifests/datalist.schema.json and check files, "
+            "labels, patient overlap between splits, duplicate images and masks; every problem is "
+            "listed at once. With --skip-bad, bad records are quarantined into a report and a clean "
+            "manifest is written instead."
+        ),
+    )
+    v.add_argument("file", metavar="FILE", help="the manifest JSON")
+    v.add_argument("--require-mask", action="store_true", help="every record must have a mask")
+    v.add_argument("--labels", nargs="+", metavar="LABEL", help="allowed labels (default: the manifest's)")
+    v.add_argument("--base-dir", help="folder relative paths start from (default: the manifest's folder)")
+    v.add_argument("--check-readable", action="store_true", help="also decode every image and mask (slow)")
+    v.add_argument("--json", action="store_true", help="print the result as JSON")
+    v.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="quarantine bad records: write a clean manifest and a report instead of failing",
+    )
+    v.add_argument("--out", help="clean manifest path with --skip-bad (default FILE stem + .clean.json)")
+    v.add_argument(
+        "--report", help="quarantine report path with --skip-bad (default FILE stem + .quarantine.json)"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+        from pathlib import Path
+
+        from tea_med.data.errors import DataError
+        from tea_med.data.manifest import (
+            ManifestError,
+            default_report_path,
+            quarantine,
+            read_manifest,
+            split_names,
+            validate_manifest,
+            write_quarantine_report,
+        )
+
+        path = Path(args.file)
+        try:
+            manifest = read_manifest(path)
+        except DataError as exc:
+            if args.json:
+                print(json.dumps({"file": str(path), "valid": False, "error": str(exc)}))
+            else:
+                print(f"{exc}", file=sys.stderr)
+            return 1
+        base = Path(args.base_dir) if args.base_dir else path.parent
+        problems = validate_manifest(
+            manifest,
+            base_dir=base,
+            labels=args.labels,
+            require_mask=args.require_mask,
+            check_readable=args.check_readable,
+            progress=args.check_readable,
+        )
+        counts = {s: len(manifest[s]) for s in split_names(manifest) if isinstance(manifest[s], list)}
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "file": str(path),
+                        "valid": not problems,
+                        "records": counts,
+                        "problems": [p.to_dict() for p in problems],
+                    },
+                    indent=2,
+                )
+            )
+        elif not problems:
+            print(f"{path}: valid ({', '.join(f'{s}: {n}' for s, n in counts.items())})")
+        else:
+            print(f"{path}: {len(problems)} problem{'s' if len(problems) != 1 else ''}:")
+            for problem in problems:
+                print(f"  - {problem}")
+        if not problems:
+            return 0
+        if not args.skip_bad:
+            return 1
+        try:
+            clean, quarantined = quarantine(manifest, problems)
+        except ManifestError as exc:
+            print(f"{path}: cannot quarantine problems that concern the whole manifest:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  - {problem}", file=sys.stderr)
+            return 1
+        out = Path(args.out) if args.out else path.with_name(f"{path.stem}.clean.json")
+        if out.parent.resolve() != base.resolve():  # keep relative paths valid from the new folder
+            for split in split_names(clean):
+                for rec in clean[split]:
+                    for field in ("image", "mask"):
+                        if isinstance(rec.get(field), str):
+                            rec[field] = str((base / rec[field]).resolve())
+        out.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+        report = write_quarantine_report(
+            args.report or default_report_path(path), quarantined, manifest_path=path
+        )
+        print(
+            f"quarantined {len(quarantined)} record(s) -> {report}; clean manifest -> {out}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+        return 0
+
+    v.set_defaults(handler=run)
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="write an LRP-ε heatmap overlay (PNG) for each image, explained by a MONAI bundle's network",
+        description=(
+            "Compose BUNDLE/configs/common.yaml + configs/inference.yaml (network_def, ckpt_path, "
+            "image_size, class_names, heatmap_eps), load the trained weights, preprocess each IMAGE as "
+            "at test time and explain the predicted class (or --class) with LRP-ε. A teacher "
+            "(segmenter + classifier) is explained through its classifier on the masked image, with "
+            "the lung mask outlined. Writes OUT/<stem>_lrp.png "
+            "per image. Exit 0: all written; 1: an image or the checkpoint could not be used; 2: usage."
+        ),
+    )
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="DICOM, PNG or JPEG files")
+    p.add_argument(
+        "--bundle", required=True, metavar="DIR", help="MONAI bundle folder (tea_teacher, tea_student)"
+    )
+    p.add_argument(
+        "--out", default="explanations", metavar="DIR", help="output folder (default explanations)"
+    )
+    p.add_argument(
+        "--eps",
+        type=_positive_float,
+        default=None,
+        help="LRP ε (default: the bundle's heatmap_eps, for tea_student the geometric midpoint of its "
+        "training range eps_lo..eps_hi, which --override eps_lo=... / eps_hi=... move; "
+        "0.01 for a bundle without one, such as tea_teacher)",
+    )
+    p.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="explain this class (one of the bundle's class_names) instead of the predicted one",
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of a teacher's background noise (default 0)")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace a config id (repeatable; VALUE parsed as JSON when possible), "
+        "e.g. --override image_size=32 --override segmenter_profile=small",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+
+        import torch
+
+        from tea_med.data.errors import DataError
+        from tea_med.deploy.explain import (
+            BundleError,
+            ExplainedImage,
+            MissingCheckpointError,
+            explain_images,
+            parse_override,
+        )
+
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            return _error(
+                "explain", f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:0, ...)"
+            )
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return _error("explain", f"--device {args.device}: CUDA is not available here; use --device cpu")
+        failed: list[Path] = []
+
+        def written(result: ExplainedImage) -> None:
+            p_pred = float(result.probabilities.max())
+            print(
+                f"{result.output}  ({result.source}: predicted {result.predicted} p={p_pred:.2f}, "
+                f"explained {result.explained})",
+                flush=True,
+            )
+
+        def unreadable(path: Path, err: DataError) -> None:
+            failed.append(path)
+            print(f"tea-med explain: error: {err}", file=sys.stderr, flush=True)
+
+        try:
+            overrides = dict(parse_override(o) for o in args.override)
+            results = explain_images(
+                args.bundle,
+                args.images,
+                eps=args.eps,
+                class_name=args.class_name,
+                overrides=overrides,
+                out_dir=args.out,
+                device=device,
+                seed=args.seed,
+                on_written=written,
+                on_error=unreadable,
+            )
+        except MissingCheckpointError as exc:
+            print(f"tea-med explain: error: {exc}", file=sys.stderr)
+            return 1
+        except BundleError as exc:
+            return _error("explain", exc)
+        except RuntimeError as exc:  # a checkpoint that does not fit the network, a bad image size
+            print(f"tea-med explain: error: {exc}", file=sys.stderr)
+            return 1
+        if failed:
+            print(
+                f"tea-med explain: {len(failed)} of {len(args.images)} image(s) could not be read "
+                f"(DICOM, PNG or JPEG expected); wrote {len(results)}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+def _demo_defaults() -> Any:
+    from tea_med.demo import DemoSettings  # light: no torch at import time
+
+    return DemoSettings()
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="end-to-end demo on synthetic phantoms: teacher, standard classifier, TEA student, report",
+        description="Phantoms -> lung segmenter -> teacher -> standard classifier -> TEA student -> "
+        "evaluation on biased / unbiased / deceiving test sets -> HTML report and table. Every stage "
+        "is an MLflow run nested under one parent in OUT/mlruns.db; stages whose outputs exist are "
+        "skipped unless --force.",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)"
+    )
+    defaults = _demo_defaults()
+    p.add_argument(
+        "--size",
+        type=int,
+        default=defaults.size,
+        help=f"image side in px, multiple of 8, >= 32 (default {defaults.size})",
+    )
+    p.add_argument("--n", type=int, default=defaults.n, help=f"phantoms per split (default {defaults.n})")
+    p.add_argument(
+        "--epochs", type=float, default=1.0, help="multiply every stage's epochs by this (default 1)"
+    )
+    p.add_argument(
+        "--student-epochs",
+        type=_positive_int,
+        default=None,
+        help=f"TEA student epochs, after --epochs scaling (default {defaults.student_epochs} x --epochs); "
+        "the student is the slowest stage and the one that gains most from more",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="redo every stage")
+    p.add_argument(
+        "--verbose", action="store_true", help="log every iteration (default: a bar and one line per epoch)"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib.util
+
+        from tea_med.demo import DemoSettings, run_demo
+
+        if importlib.util.find_spec("mlflow") is None:
+            return _error(
+                "demo",
+                "the demo tracks its stages in MLflow, which is not installed: pip install 'tea_med[train]'",
+            )
+        try:
+            settings = DemoSettings(
+                out=args.out, size=args.size, n=args.n, seed=args.seed, force=args.force, verbose=args.verbose
+            )
+            summary = run_demo(settings.scaled(args.epochs, args.student_epochs))
+        except (ValueError, FileNotFoundError) as err:
+            print(f"tea-med demo: {err}", file=sys.stderr)
+            return 2
+        from tea_med.evaluation.report import format_table
+
+        print(format_table(summary["rows"]))
+        print(f"report: {args.out / 'report.html'}")
+        print(f"wall time: {summary['wall_time_s'] / 60:.1f} min")
+        for name, ok in summary["targets"].items():
+            print(f"target {'met' if ok else 'NOT met'}: {name.replace('_', ' ')}")
+        print(f"MLflow: mlflow ui --backend-store-uri sqlite:///{(args.out / 'mlruns.db').resolve()}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+def _add_bundles(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bundles",
+        help="list the MONAI bundles shipped with tea_med, or copy them into a folder",
+        description="Without --copy: print where the shipped bundles are. With --copy DEST: copy "
+        "tea_teacher and tea_student (configs, docs, licence; no weights) into DEST, where "
+        "`python -m monai.bundle run` trains and runs them (see each bundle's docs/README.md).",
+    )
+    p.add_argument("--copy", metavar="DEST", type=Path, help="copy the bundles into this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace bundle folders already in DEST")
+
+    def run(args: argparse.Namespace) -> int:
+        from tea_med.bundled import BUNDLES, bundle_dir, copy_bundles
+
+        if args.copy is None:
+            for name in BUNDLES:
+                print(f"{name}: {bundle_dir(name)}")
+            return 0
+        try:
+            written = copy_bundles(args.copy, overwrite=args.overwrite)
+        except (FileExistsError, OSError) as err:
+            return _error("bundles", err)
+        for path in written:
+            print(f"wrote {path}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+# Registration order is the order shown by `tea-med --help`.
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_version,
+    _add_phantoms,
+    _add_manifest,
+    _add_explain,
+    _add_demo,
+    _add_bundles,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tea-med",
+        description="Training with Explanations Alone for chest X-ray classifiers.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""TEA training plugged into MONAI engines: the task, its per-image draws, the steps, output
+adapters for ignite metrics, batch-norm recalibration, validation of the last epoch and
+resumable training."""
+
+from tea_med.engines.outputs import (
+    ItemAverage,
+    class_scores_and_index,
+    per_item,
+    student_scores_and_teacher_class,
+)
+from tea_med.engines.recalibration import BatchNormRecalibration, recalibrate_batchnorm
+from tea_med.engines.resume import BestCheckpointState, RandomStates, ResumeCheckpoint, latest_checkpoint
+from tea_med.engines.sampling import sample_eps, sample_targets
+from tea_med.engines.steps import TEATrainStep, TEAValidationStep, lower_is_better
+from tea_med.engines.task import BN_MODES, TEATask
+from tea_med.engines.validation import ValidateLastEpoch
+
+__all__ = [
+    "BN_MODES",
+    "BatchNormRecalibration",
+    "BestCheckpointState",
+    "ItemAverage",
+    "RandomStates",
+    "ResumeCheckpoint",
+    "TEATask",
+    "TEATrainStep",
+    "TEAValidationStep",
+    "ValidateLastEpoch",
+    "class_scores_and_index",
+    "latest_checkpoint",
+    "lower_is_better",
+    "per_item",
+    "recalibrate_batchnorm",
+    "sample_eps",
+    "sample_targets",
+    "student_scores_and_teacher_class",
+]

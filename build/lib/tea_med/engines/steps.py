@@ -1,0 +1,128 @@
+"""TEA as ``iteration_update`` callables for MONAI's stock ``SupervisedTrainer`` and
+``SupervisedEvaluator``, so stock handlers (checkpoints, stats, validation, metrics, MLflow)
+keep working. Each step's output carries what the epoch metrics average (``loss``,
+``agreement``, ``loss_levels``): the bundles attach ignite ``Average`` metrics to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ignite.engine import Engine
+from monai.engines.utils import IterationEvents
+
+from tea_med.engines.task import TEATask
+
+
+def _plain(x: Any, device: torch.device | str | None) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    x = x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
+    return x.to(device) if device is not None else x
+
+
+def _finish(engine: Engine, output: dict[str, Any]) -> Any:
+    """Hand the output to MONAI's machinery as its own iteration does (decollation and the
+    engine's ``postprocessing`` run on ``MODEL_COMPLETED``)."""
+    engine.state.output = output  # type: ignore[assignment]  # ignite types State.output as int | None
+    engine.fire_event(IterationEvents.MODEL_COMPLETED)  # registered by every MONAI workflow
+    return engine.state.output
+
+
+class TEATrainStep:
+    """``iteration_update`` for ``SupervisedTrainer``: one TEA step, then clip and step.
+
+    The output holds ``loss`` (the batch's TEA loss), ``agreement`` (share of images where the
+    student's and the teacher's classes agree) and ``loss_level<i>`` (the loss at pyramid level
+    ``i``), all detached scalars: average them per epoch with ignite ``Average`` metrics, e.g.
+    ``Average(output_transform=from_engine(["agreement"], first=True))``.
+
+    Args:
+        task: the :class:`TEATask`.
+        optimizer: the student's optimiser (SGD with momentum in the paper).
+        max_grad_norm: gradient-norm clipping of the student (and the teacher when co-trained).
+        teacher_optimizer: needed when the task co-trains the teacher.
+    """
+
+    def __init__(
+        self,
+        task: TEATask,
+        optimizer: torch.optim.Optimizer,
+        max_grad_norm: float = 1.0,
+        teacher_optimizer: torch.optim.Optimizer | None = None,
+        image_key: str = "image",
+        label_key: str = "label",
+    ) -> None:
+        if task.teacher_ce_weight is not None and teacher_optimizer is None:
+            raise ValueError("the task co-trains the teacher: pass teacher_optimizer")
+        self.task = task
+        self.optimizer = optimizer
+        self.max_grad_norm = max_grad_norm
+        self.teacher_optimizer = teacher_optimizer
+        self.image_key = image_key
+        self.label_key = label_key
+
+    def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, Any]:
+        device = getattr(engine.state, "device", None) or next(self.task.student.parameters()).device
+        x = _plain(batch[self.image_key], device)
+        label = batch.get(self.label_key)
+        label = _plain(label, device) if label is not None else None
+        warmup = engine.state.epoch <= self.task.warmup_epochs
+        self.task.train()
+        out = self.task(x, label=label, warmup=warmup)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.teacher_optimizer is not None:
+            self.teacher_optimizer.zero_grad(set_to_none=True)
+        total = out["loss"] + out.get("teacher_loss", 0.0)
+        total.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        self.optimizer.step()
+        if self.teacher_optimizer is not None:
+            t_params = [p for g in self.teacher_optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(t_params, self.max_grad_norm)
+            self.teacher_optimizer.step()
+        result = {
+            "image": x,
+            "pred": out["student_logits"],
+            "teacher": out["teacher_logits"],
+            "loss": out["loss"].detach(),
+            "agreement": out["agreement"],
+        }
+        result |= {f"loss_level{i}": v for i, v in enumerate(out["loss_levels"])}
+        if label is not None:
+            result["label"] = label
+        return _finish(engine, result)
+
+
+class TEAValidationStep:
+    """``iteration_update`` for ``SupervisedEvaluator``: heatmaps of teacher and student in eval
+    mode, the TEA loss per image (``tea_loss``, see :meth:`TEATask.validation_losses`), student
+    logits (``pred``) and teacher logits (``teacher``). The TEA loss needs no labels, so it can
+    select the checkpoint.
+    """
+
+    def __init__(self, task: TEATask, image_key: str = "image", label_key: str = "label") -> None:
+        self.task = task
+        self.image_key = image_key
+        self.label_key = label_key
+
+    def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, Any]:
+        device = getattr(engine.state, "device", None) or next(self.task.student.parameters()).device
+        x = _plain(batch[self.image_key], device)
+        self.task.eval()
+        out = self.task.validation_losses(x)
+        result = {
+            "image": batch[self.image_key],
+            "pred": out["student_logits"],
+            "teacher": out["teacher_logits"],
+            "tea_loss": out["loss_per_sample"],
+        }
+        if self.label_key in batch:
+            result["label"] = _plain(batch[self.label_key], device)
+        return _finish(engine, result)
+
+
+def lower_is_better(current: float, best: float) -> bool:
+    """``metric_cmp_fn`` for evaluators whose key metric is a loss."""
+    return current < best
