@@ -94,16 +94,3 @@ def test_student_epochs_must_be_positive(tmp_path: Path, capsys: pytest.CaptureF
         main(["demo", "--out", str(tmp_path), "--student-epochs", "0"])
     assert info.value.code == 2
     assert "argument --student-epochs: expected a whole number >= 1, got 0" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_the_default_demo_meets_both_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The README's headline: the default run (seed 0) meets both targets it prints."""
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    printed = capsys.readouterr().out
-    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    rows = summary["rows"]
-    # the targets, computed here from the printed table's numbers, not from the demo's own checks
-    assert rows["student"]["gap"] <= rows["standard"]["gap"] / 4, rows
-    assert rows["teacher"]["acc_test_deceiving"] - rows["student"]["acc_test_deceiving"] <= 0.07, rows
-    assert printed.count("target met") == 2 and "NOT met" not in printed
