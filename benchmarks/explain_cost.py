@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import torch
 from ignite.engine import Events
@@ -55,28 +56,21 @@ def trainer(kind: str, size: int, batch: int, reps: int) -> SupervisedTrainer:
     loader = [{"image": x, "label": y}] * reps
     teacher = make_teacher()
     if kind == "tea":  # the student bundle's train step
-        student = init_student(teacher, mode="copy")
-        opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-        task = TEATask(teacher, student, eps_range=(1e-3, 1e-2), bn_mode="train", seed=0)
-        step = TEATrainStep(task, opt, max_grad_norm=1.0)
-        return SupervisedTrainer(
-            device=torch.device("cpu"),
-            max_epochs=1,
-            train_data_loader=loader,
-            network=student,
-            optimizer=opt,
-            loss_function=task.loss,
-            iteration_update=step,
-        )
-    network = densenet121(num_classes=N_CLASSES)  # the teacher bundle's classifier training (ERM)
-    opt = torch.optim.SGD(network.parameters(), lr=1e-3, momentum=0.9)
+        network = init_student(teacher, mode="copy")
+        opt = torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+        task = TEATask(teacher, network, eps_range=(1e-3, 1e-2), bn_mode="train", seed=0)
+        step: dict[str, Any] = {"loss_function": task.loss, "iteration_update": TEATrainStep(task, opt, 1.0)}
+    else:  # the teacher bundle's classifier training (ERM): the trainer's own iteration
+        network = densenet121(num_classes=N_CLASSES)
+        opt = torch.optim.SGD(network.parameters(), lr=1e-3, momentum=0.9)
+        step = {"loss_function": torch.nn.CrossEntropyLoss()}
     return SupervisedTrainer(
         device=torch.device("cpu"),
         max_epochs=1,
         train_data_loader=loader,
         network=network,
         optimizer=opt,
-        loss_function=torch.nn.CrossEntropyLoss(),
+        **step,
     )
 
 

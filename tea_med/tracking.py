@@ -68,7 +68,10 @@ class MLflowRunExtras:
         handler = find_mlflow_handler(engine)
         if handler is None or handler.cur_run is None or not self.params:
             return
-        handler._log_params({k: v for k, v in self.params.items() if v is not None})
+        from mlflow.entities import Param
+
+        params = [Param(k, str(v)) for k, v in self.params.items() if v is not None]
+        handler.client.log_batch(handler.cur_run.info.run_id, params=params)
 
     def _log_artifacts(self, engine: Engine) -> None:
         handler = find_mlflow_handler(engine)

@@ -94,3 +94,19 @@ def test_student_epochs_must_be_positive(tmp_path: Path, capsys: pytest.CaptureF
         main(["demo", "--out", str(tmp_path), "--student-epochs", "0"])
     assert info.value.code == 2
     assert "argument --student-epochs: expected a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_default_demo_student_ignores_the_shortcut_the_standard_classifier_learns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default run (seed 0): the standard classifier learns the hospital shortcut, the student's
+    gap is at most a quarter of its gap (the first printed target)."""
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((tmp_path / "demo" / "summary.json").read_text())["rows"]
+    # computed here from the table's accuracies, not taken from the demo's own checks
+    gap = {m: abs(rows[m]["acc_test_biased"] - rows[m]["acc_test_deceiving"]) for m in rows}
+    assert gap["standard"] >= 0.5, rows  # the shortcut is there to be learned
+    assert gap["student"] <= gap["standard"] / 4, rows
+    assert "target met: student gap at most a quarter of standard" in printed

@@ -19,7 +19,6 @@ from monai.transforms import Compose, CopyItemsd, DeleteItemsd
 
 from tea_med.data import eval_transforms, test_transforms, train_transforms
 from tea_med.data.manifest import load_datalist
-from tea_med.networks import TeacherPipeline, densenet121, lung_segmenter
 
 CLASSES = ["normal", "pneumonia", "covid"]
 WORKFLOWS = {
@@ -36,14 +35,6 @@ CASES = [(bundle, name) for bundle, names in WORKFLOWS.items() for name in names
 
 def _id(case: Any) -> str:
     return case.name if isinstance(case, Path) else str(case)
-
-
-@pytest.fixture(scope="module")
-def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher") / "model.pt"
-    torch.save(TeacherPipeline(lung_segmenter("small"), densenet121(num_classes=3)).state_dict(), path)
-    return path
 
 
 def _overrides(bundle: Path, phantoms: Path, work: Path, teacher_ckpt: Path) -> dict[str, Any]:

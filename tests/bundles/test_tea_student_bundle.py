@@ -25,20 +25,11 @@ from helpers.bundles import (
 from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigWorkflow
 
-from tea_med.networks import TeacherPipeline, densenet121, lung_segmenter
+from tea_med.networks import densenet121
 
 pytestmark = pytest.mark.slow  # every test here trains or runs a bundle
 
 CONFIGS = STUDENT / "configs"
-
-
-@pytest.fixture(scope="module")
-def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A (random-weight) small-profile teacher saved as the teacher bundle saves it."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher") / "model.pt"
-    torch.save(TeacherPipeline(lung_segmenter("small"), densenet121(num_classes=3)).state_dict(), path)
-    return path
 
 
 def overrides(phantoms: Path, teacher_ckpt: Path, work: Path, **extra: object) -> dict[str, object]:

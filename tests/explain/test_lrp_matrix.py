@@ -13,6 +13,7 @@ affine map of both summands. Nothing here uses autograd.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -90,10 +91,27 @@ def lrp_affine(
 def lrp_net_a(net: NetA, x: torch.Tensor, c: int, eps: float) -> torch.Tensor:
     W1, b1 = fold_bn(*conv_matrix(net.conv1, (2, 8, 8)), net.bn1, 64)
     W2, b2 = conv_matrix(net.conv2, (3, 4, 4))
-    Wp = avgpool_matrix(4, 4, 2)
+    return lrp_conv_bn_relu_pool_net(
+        net, x, c, eps, (W1, b1), (W2, b2), avgpool_matrix(4, 4, 2), lambda a1: maxpool_winners(a1, 3, 8, 2)
+    )
+
+
+def lrp_conv_bn_relu_pool_net(
+    net: NetA | Net3D,
+    x: torch.Tensor,
+    c: int,
+    eps: float,
+    layer1: tuple[torch.Tensor, torch.Tensor],
+    layer2: tuple[torch.Tensor, torch.Tensor],
+    Wp: torch.Tensor,
+    winners: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """conv+BN -> ReLU -> max-pool -> conv -> ReLU -> avg-pool -> fc -> ReLU -> fc, in matrix form:
+    ε at every affine map that feeds a ReLU, LRP-0 at the average pool and the last layer."""
+    (W1, b1), (W2, b2) = layer1, layer2
     a0 = x.reshape(-1)
     a1 = torch.relu(W1 @ a0 + b1)
-    win = maxpool_winners(a1, 3, 8, 2)
+    win = winners(a1)
     p1 = a1[win]
     a2 = torch.relu(W2 @ p1 + b2)
     p2 = Wp @ a2
@@ -229,24 +247,16 @@ def lrp_net_3d(net: Net3D, x: torch.Tensor, c: int, eps: float) -> torch.Tensor:
     """``x``: one volume [1, 4, 4, 4]; the same layer-by-layer ε-rule as ``lrp_net_a``."""
     W1, b1 = fold_bn(*conv3d_matrix(net.conv1, (1, 4, 4, 4)), net.bn1, 64)
     W2, b2 = conv3d_matrix(net.conv2, (2, 2, 2, 2))
-    Wp = avgpool3d_matrix(3, 2, 2)
-    a0 = x.reshape(-1)
-    a1 = torch.relu(W1 @ a0 + b1)
-    win = maxpool3d_winners(a1, 2, 4, 2)
-    p1 = a1[win]
-    a2 = torch.relu(W2 @ p1 + b2)
-    p2 = Wp @ a2
-    a3 = torch.relu(net.fc1.weight @ p2 + net.fc1.bias)
-    z = net.fc2.weight @ a3 + net.fc2.bias
-    R = torch.zeros_like(z)
-    R[c] = z[c]
-    R = lrp_affine(a3, net.fc2.weight, net.fc2.bias, R, 0.0)
-    R = lrp_affine(p2, net.fc1.weight, net.fc1.bias, R, eps)
-    R = lrp_affine(a2, Wp, torch.zeros(Wp.shape[0], dtype=DT), R, 0.0)
-    R = lrp_affine(p1, W2, b2, R, eps)
-    R_a1 = torch.zeros_like(a1)
-    R_a1[win] += R  # winner takes all
-    return lrp_affine(a0, W1, b1, R_a1, eps).view_as(x)
+    return lrp_conv_bn_relu_pool_net(
+        net,
+        x,
+        c,
+        eps,
+        (W1, b1),
+        (W2, b2),
+        avgpool3d_matrix(3, 2, 2),
+        lambda a1: maxpool3d_winners(a1, 2, 4, 2),
+    )
 
 
 def test_lrp_epsilon_equals_matrix_form_3d() -> None:
