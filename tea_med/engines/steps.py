@@ -21,6 +21,11 @@ def _plain(x: Any, device: torch.device | str | None) -> torch.Tensor:
     return x.to(device) if device is not None else x
 
 
+def _device(engine: Engine, task: TEATask) -> torch.device:
+    """The engine's device (MONAI workflows set ``state.device``), else the student's."""
+    return getattr(engine.state, "device", None) or next(task.student.parameters()).device
+
+
 def _finish(engine: Engine, output: dict[str, Any]) -> Any:
     """Hand the output to MONAI's machinery as its own iteration does (decollation and the
     engine's ``postprocessing`` run on ``MODEL_COMPLETED``)."""
@@ -63,7 +68,7 @@ class TEATrainStep:
         self.label_key = label_key
 
     def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, Any]:
-        device = getattr(engine.state, "device", None) or next(self.task.student.parameters()).device
+        device = _device(engine, self.task)
         x = _plain(batch[self.image_key], device)
         label = batch.get(self.label_key)
         label = _plain(label, device) if label is not None else None
@@ -108,7 +113,7 @@ class TEAValidationStep:
         self.label_key = label_key
 
     def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, Any]:
-        device = getattr(engine.state, "device", None) or next(self.task.student.parameters()).device
+        device = _device(engine, self.task)
         x = _plain(batch[self.image_key], device)
         self.task.eval()
         out = self.task.validation_losses(x)

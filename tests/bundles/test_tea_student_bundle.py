@@ -89,6 +89,7 @@ def test_warmup_co_trains_the_teacher_classifier_not_its_segmenter(
     before = torch.load(teacher_ckpt, weights_only=True)
     teacher = wf.parser.get_parsed_content("teacher")
     for name, p in teacher.segmenter.state_dict().items():
+        # bit-exact: a frozen segmenter's weights are never written, so nothing can round
         torch.testing.assert_close(p, before[f"segmenter.{name}"], rtol=0, atol=0, msg=name)
     params = teacher.classifier.named_parameters()
     moved = [n for n, p in params if not torch.equal(p, before[f"classifier.{n}"])]
@@ -181,6 +182,8 @@ def test_killed_run_resumes_to_the_same_weights_and_best_model_in_the_same_mlflo
     """Killed after epoch 2, resumed into an epoch 3 that validates worse (its weights are
     scrambled when it starts, in both runs): the final weights match an uninterrupted run's, and
     so does models/model.pt, the best of all validations, chosen before the kill."""
+    # one thread and num_workers 0: the condition under which the bundle promises bit-identical
+    # weights after kill + resume (README, student bundle docs), so the comparisons below are exact
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     worse = ["--perturb-at-epoch", "3"]
