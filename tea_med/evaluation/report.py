@@ -12,6 +12,7 @@ TEA explains it: through its classifier, on its masked input.
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +197,7 @@ def write_report(
         path = evaluation.figures.get(key)
         if path is None:
             return ""
-        src = html.escape(Path(path).resolve().relative_to(out.resolve()).as_posix())
+        src = html.escape(Path(os.path.relpath(Path(path).resolve(), out.resolve())).as_posix())
         alt = html.escape(alt)
         return f'<figure><img src="{src}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
 
