@@ -45,7 +45,7 @@ def commands(datalist: Path, ood_split: str, work: Path, run_name: str) -> list[
     data = ["--dataset_dir", str(datalist.parent), "--datalist", str(datalist), "--image_size", "224"]
     teacher_models, student_models = work / "teacher" / "models", work / "student" / "models"
     bundle = [sys.executable, "-m", "monai.bundle", "run"]
-    track = ["--tracking", "mlflow", "--run_name"]
+    track = ["--tracking", "configs/mlflow.yaml", "--run_name"]  # run parameters, best checkpoint, figures
     t_ckpt, s_ckpt = ["--ckpt_dir", str(teacher_models)], ["--ckpt_dir", str(student_models)]
     teacher = str(teacher_models / "model.pt")
     return [

@@ -141,35 +141,44 @@ class BestCheckpointState:
     """What a best-checkpoint ``CheckpointSaver`` remembers, as a checkpointable object.
 
     MONAI's ``CheckpointSaver(save_key_metric=True)`` keeps the best score it has seen in memory
-    only (its ``state_dict`` is not part of any checkpoint unless asked), and so does an
-    evaluator's ``state.best_metric``. After a restart the first validation would therefore
-    overwrite the best checkpoint (``models/model.pt``) whatever its score. List this object in
-    :class:`ResumeCheckpoint`'s ``objects``: the saver's ranking and the evaluator's best metric
-    and epoch are then saved every epoch and restored on resume, and the best checkpoint is the
-    best of every validation of the run.
+    only, and so does an evaluator's ``state.best_metric``. After a restart the first validation
+    would therefore overwrite the best checkpoint (``models/model.pt``) whatever its score. List
+    this object in :class:`ResumeCheckpoint`'s ``objects``: the evaluator's best metric and its
+    epoch are then saved every epoch and, on resume, restored to the evaluator and handed to the
+    saver (``CheckpointSaver.load_state_dict``), so the best checkpoint is the best of every
+    validation of the run.
+
+    The saver must rank the evaluator's key metric as the evaluator does (with
+    ``key_metric_negative_sign`` exactly when the evaluator's ``metric_cmp_fn`` prefers lower
+    values) and keep one checkpoint under a fixed ``key_metric_filename``; the student bundle's
+    ``validate#checkpoint`` does.
 
     Args:
         saver: the validator's ``CheckpointSaver`` with ``save_key_metric=True``.
-        evaluator: the validator itself (its ``state.best_metric`` / ``best_metric_epoch``), or
-            ``None``.
+        evaluator: the validator itself (its ``state.best_metric`` / ``best_metric_epoch`` and
+            ``metric_cmp_fn``).
     """
 
-    def __init__(self, saver: Any, evaluator: Any = None) -> None:
-        if getattr(saver, "_key_metric_checkpoint", None) is None:
-            raise ValueError("saver must be a MONAI CheckpointSaver with save_key_metric=True")
+    def __init__(self, saver: Any, evaluator: Any) -> None:
+        from monai.handlers import CheckpointSaver
+
+        if not isinstance(saver, CheckpointSaver):
+            raise TypeError(f"saver must be a MONAI CheckpointSaver, got {type(saver).__name__}")
         self.saver = saver
         self.evaluator = evaluator
 
     def state_dict(self) -> dict[str, Any]:
-        ranked = self.saver._key_metric_checkpoint.state_dict()["_saved"]
-        state: dict[str, Any] = {"saved": [[float(p), str(f)] for p, f in ranked]}
-        if self.evaluator is not None:
-            state["best_metric"] = float(self.evaluator.state.best_metric)
-            state["best_metric_epoch"] = int(self.evaluator.state.best_metric_epoch)
-        return state
+        state = self.evaluator.state
+        return {"best_metric": float(state.best_metric), "best_metric_epoch": int(state.best_metric_epoch)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.saver.load_state_dict({"_saved": [(p, f) for p, f in state["saved"]]})
-        if self.evaluator is not None and "best_metric" in state:
-            self.evaluator.state.best_metric = state["best_metric"]
-            self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
+        self.evaluator.state.best_metric = state["best_metric"]
+        self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
+        if state["best_metric_epoch"] < 1:  # nothing validated yet: nothing saved
+            return
+        # the saver's score: the key metric, negated when lower is better
+        higher_is_better = bool(self.evaluator.metric_cmp_fn(1.0, 0.0))
+        score = state["best_metric"] if higher_is_better else -state["best_metric"]
+        # ignite's ranking: (score, file name); a saver with a fixed key_metric_filename replaces
+        # that file whatever name is recorded here
+        self.saver.load_state_dict({"_saved": [(score, f"key_metric={score:.4f}.pt")]})

@@ -109,8 +109,13 @@ def load_teacher(
     num_classes: int = 3,
     segmenter_profile: str = "paper",
     threshold: float = 0.4,
+    background: str = "uniform",
 ) -> TeacherPipeline:
-    """The frozen teacher saved by the ``tea_teacher`` bundle (``models/model.pt``), in eval mode."""
+    """The frozen teacher saved by the ``tea_teacher`` bundle (``models/model.pt``), in eval mode.
+
+    ``segmenter_profile``, ``threshold`` and ``background`` must be those it was trained with
+    (the bundle's keys of the same names); the checkpoint holds weights only.
+    """
     from tea_med.networks.checkpoints import load_weights
     from tea_med.networks.classifiers import densenet121
     from tea_med.networks.segmenter import lung_segmenter
@@ -128,7 +133,10 @@ def load_teacher(
             "models/model.pt"
         )
     teacher = TeacherPipeline(
-        lung_segmenter(segmenter_profile), densenet121(num_classes=num_classes), threshold
+        lung_segmenter(segmenter_profile),
+        densenet121(num_classes=num_classes),
+        threshold,
+        background=background,
     )
     load_weights(teacher, ckpt_path)
     return teacher.eval().requires_grad_(False)

@@ -239,7 +239,8 @@ def _strings(config: Any) -> list[str]:
 @pytest.mark.parametrize("bundle", [TEACHER, STUDENT], ids=_id)
 def test_configs_stay_inside_the_bundle_and_document_their_settings(bundle: Path) -> None:
     configs = sorted((bundle / "configs").glob("*.yaml"))
-    assert {c.stem for c in configs} == {"common", *WORKFLOWS[bundle]}
+    # every workflow, the shared keys, and mlflow.yaml: the settings of --tracking configs/mlflow.yaml
+    assert {c.stem for c in configs} == {"common", "mlflow", *WORKFLOWS[bundle]}
     assert {c.name for c in (bundle / "configs").glob("*.json")} == {"metadata.json"}
     for config in configs:
         values = _strings(ConfigParser.load_config_file(config))

@@ -220,5 +220,9 @@ def test_killed_run_resumes_to_the_same_weights_and_best_model_in_the_same_mlflo
     named = _runs(uri, "student-resume")
     assert len(named) == 1 and named[0].info.status == "FINISHED"
     assert {"train_tea_loss", "val_tea_loss", "val_agreement", "val_auc"} <= set(named[0].data.metrics)
+    params = named[0].data.params
+    assert params["batch_size"] == str(resumed["batch_size"]) and params["image_size"] == str(SIZE)
     artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(named[0].info.run_id)}
-    assert "heatmaps" in artifacts and "model.pt" in artifacts
+    figures = {f.name for f in (tmp_path / "resumed" / "eval" / "heatmaps").glob("validation_*.png")}
+    assert figures and figures <= artifacts and "model.pt" in artifacts, artifacts
+    assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts

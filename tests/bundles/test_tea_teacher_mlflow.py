@@ -1,4 +1,4 @@
-"""`--tracking mlflow --run_name NAME` logs params, losses, metrics, config and best checkpoint."""
+"""`--tracking configs/mlflow.yaml --run_name NAME` logs params, losses, metrics, config, best checkpoint."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_classifier_training_is_tracked_in_a_sqlite_store(phantoms: Path, tmp_pa
     assert (tmp_path / "models" / "segmenter.pt").is_file()
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    args = ["run", "--config_file", cli_configs("train_classifier"), "--tracking", "mlflow"]
+    args = ["run", "--config_file", cli_configs("train_classifier"), "--tracking", "configs/mlflow.yaml"]
     args += ["--run_name", "teacher-ci", "--tracking_uri", uri]
     for k, v in overrides.items():
         args += [f"--{k}", str(v)]

@@ -1,4 +1,5 @@
-"""Exact resumption: RandomStates round trips, latest_checkpoint's choice, ResumeCheckpoint on a trainer.
+"""Exact resumption: RandomStates round trips, latest_checkpoint's choice, ResumeCheckpoint on a
+trainer, and BestCheckpointState keeping the best checkpoint across a restart.
 
 Expected draws come from freshly seeded generators of each library (torch, numpy, Python, MONAI
 transforms), not from RandomStates; the resumed training run is compared with one that never stopped.
@@ -14,11 +15,19 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
-from monai.engines import SupervisedTrainer
+from ignite.metrics import Metric
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.handlers import CheckpointSaver, ValidationHandler
 from monai.transforms import Compose, RandFlip, RandGaussianNoise
 from torch import nn
 
-from tea_med.engines import RandomStates, ResumeCheckpoint, latest_checkpoint
+from tea_med.engines import (
+    BestCheckpointState,
+    RandomStates,
+    ResumeCheckpoint,
+    latest_checkpoint,
+    lower_is_better,
+)
 
 
 def _seed_everything(seed: int, task: SimpleNamespace, transforms: list) -> None:
@@ -198,3 +207,112 @@ def test_resume_checkpoint_continues_a_stopped_run_exactly(tmp_path: Path) -> No
 def test_resume_checkpoint_refuses_a_trainer_object(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="objects must not contain 'trainer'"):
         ResumeCheckpoint(tmp_path, {"trainer": object()})
+
+
+class _ScriptedScore(Metric):
+    """The key metric of each validation as listed, by the trainer's epoch (the evaluator's)."""
+
+    def __init__(self, by_epoch: dict[int, float]) -> None:
+        self.by_epoch = by_epoch
+        super().__init__()
+
+    def reset(self) -> None:
+        pass
+
+    def update(self, output: object) -> None:
+        pass
+
+    def compute(self) -> float:
+        raise NotImplementedError  # completed() reads the script instead
+
+    def completed(self, engine, name: str) -> None:
+        engine.state.metrics[name] = self.by_epoch[engine.state.epoch]
+
+
+def _trainer_with_best(directory: Path, max_epochs: int, scores: dict[int, float], lower: bool, best: bool):
+    """A trainer validated every epoch: the evaluator's key metric is ``scores[epoch]``, the saver
+    keeps the best network in ``model.pt``, whose bias is set to the epoch at each epoch's start."""
+    net = nn.Linear(2, 1)
+    loader = torch.utils.data.DataLoader(DATA, batch_size=3)
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=loader,
+        network=net,
+        key_val_metric={"score": _ScriptedScore(scores)},
+        **({"metric_cmp_fn": lower_is_better} if lower else {}),
+    )
+    saver = CheckpointSaver(
+        save_dir=str(directory),
+        save_dict={"model": net},
+        save_key_metric=True,
+        key_metric_negative_sign=lower,
+        key_metric_filename="model.pt",
+    )
+    saver.attach(evaluator)
+    objects = {"net": net, "best": BestCheckpointState(saver, evaluator) if best else None}
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=max_epochs,
+        train_data_loader=loader,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
+        loss_function=nn.MSELoss(),
+        train_handlers=[
+            ValidationHandler(validator=evaluator, interval=1),
+            ResumeCheckpoint(directory, objects),
+        ],
+    )
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def _mark(engine) -> None:
+        with torch.no_grad():
+            net.bias.fill_(float(engine.state.epoch))
+
+    return trainer, evaluator
+
+
+def _saved_epoch(directory: Path) -> int:
+    return int(torch.load(directory / "model.pt", weights_only=True)["bias"].item())
+
+
+@pytest.mark.parametrize(
+    ("lower", "scores", "better"),
+    [
+        (True, {1: 0.5, 2: 0.3, 3: 0.45, 4: 0.4}, 0.2),  # a loss: epoch 2's is the lowest
+        (False, {1: 0.5, 2: 0.9, 3: 0.6, 4: 0.7}, 0.95),  # an accuracy: epoch 2's is the highest
+    ],
+    ids=["lower-is-better", "higher-is-better"],
+)
+def test_best_checkpoint_state_keeps_the_best_model_across_a_restart(
+    tmp_path: Path, lower: bool, scores: dict[int, float], better: float
+) -> None:
+    straight, _ = _trainer_with_best(tmp_path / "straight", 4, scores, lower, best=True)
+    straight.run()
+    assert _saved_epoch(tmp_path / "straight") == 2
+
+    _trainer_with_best(tmp_path / "run", 2, scores, lower, best=True)[0].run()
+    saved = torch.load(tmp_path / "run" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert saved["best"] == {"best_metric": scores[2], "best_metric_epoch": 2}
+    again, evaluator = _trainer_with_best(tmp_path / "run", 4, scores, lower, best=True)
+    again.run()  # epochs 3 and 4 score worse than epoch 2
+    assert _saved_epoch(tmp_path / "run") == 2
+    assert evaluator.state.best_metric == scores[2] and evaluator.state.best_metric_epoch == 2
+
+    # a later epoch that beats epoch 2 still replaces it after the restart
+    improved = {**scores, 4: better}
+    _trainer_with_best(tmp_path / "improved", 2, improved, lower, best=True)[0].run()
+    again, evaluator = _trainer_with_best(tmp_path / "improved", 4, improved, lower, best=True)
+    again.run()
+    assert _saved_epoch(tmp_path / "improved") == 4
+    assert evaluator.state.best_metric == better and evaluator.state.best_metric_epoch == 4
+
+    # without it, the first validation after the restart replaces model.pt, and the better of
+    # epochs 3 and 4 is kept
+    _trainer_with_best(tmp_path / "bare", 2, scores, lower, best=False)[0].run()
+    _trainer_with_best(tmp_path / "bare", 4, scores, lower, best=False)[0].run()
+    assert _saved_epoch(tmp_path / "bare") == 4
+
+
+def test_best_checkpoint_state_needs_a_checkpoint_saver() -> None:
+    with pytest.raises(TypeError, match="saver must be a MONAI CheckpointSaver, got dict"):
+        BestCheckpointState({}, evaluator=None)

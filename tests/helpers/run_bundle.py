@@ -7,12 +7,14 @@
 ``--kill-at-epoch`` a handler appended to ``train#handlers`` SIGKILLs the process at the end of
 that epoch, after the checkpoint handlers listed before it have run; ``--perturb-at-epoch``
 scrambles the trained network's weights when that epoch starts (a reproducibly worse epoch).
+``--tracking-uri`` tracks the run with the bundle's ``configs/mlflow.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
@@ -28,9 +30,10 @@ def main() -> None:
     args = ap.parse_args()
     overrides = json.loads(args.overrides)
     kwargs = {}
-    if args.tracking_uri:
-        kwargs = {"tracking": "mlflow", "tracking_uri": args.tracking_uri, "run_name": args.run_name}
     files = args.config_files.split(",")
+    if args.tracking_uri:  # the bundle's own tracking settings, next to its configs
+        settings = str(Path(files[0]).parent / "mlflow.yaml")
+        kwargs = {"tracking": settings, "tracking_uri": args.tracking_uri, "run_name": args.run_name}
     wf = ConfigWorkflow(config_file=files, workflow_type="train", **kwargs, **overrides)
     handlers = wf.parser.get("train#handlers")
     if args.perturb_at_epoch:

@@ -146,3 +146,22 @@ def test_load_weights_errors_name_the_file(tmp_path: Path) -> None:
         load_weights(net, tmp_path / "other.pt")
     torch.save(net.state_dict(), tmp_path / "bare.pt")
     load_weights(lung_segmenter("small"), tmp_path / "bare.pt")
+
+
+@pytest.mark.parametrize("background", ["uniform", "zero"])
+def test_load_teacher_rebuilds_the_background_it_was_trained_with(tmp_path: Path, background: str) -> None:
+    from tea_med.networks import load_teacher
+
+    saved = TeacherPipeline(lung_segmenter("small"), densenet121(num_classes=3), 0.4, background=background)
+    torch.save(saved.state_dict(), tmp_path / "model.pt")
+    loaded = load_teacher(tmp_path / "model.pt", segmenter_profile="small", background=background)
+    x = torch.rand(1, 3, 32, 32) + 5.0  # outside the noise range
+    masked, mask = loaded.masked_input(x)
+    outside = masked[~mask.expand_as(x).bool()]
+    assert outside.numel() > 0
+    if background == "zero":
+        assert outside.abs().max() == 0
+    else:
+        assert outside.min() >= 0 and outside.max() <= 1 and outside.std() > 0.1  # U(0, 1) noise
+    with pytest.raises(ValueError, match="background must be one of"):
+        load_teacher(tmp_path / "model.pt", segmenter_profile="small", background="black")
