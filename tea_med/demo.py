@@ -46,6 +46,10 @@ class DemoSettings:
     standard_epochs: int = 10
     student_epochs: int = 30
     classifier_lr: float = 1e-3
+    #: validate the segmenter, teacher and standard classifier every N epochs (and after the last)
+    val_interval: int = 5
+    #: what the teacher puts outside the lungs: "uniform" noise (the paper's choice) or "zero"
+    teacher_background: str = "uniform"
     student_lr: float = 1e-3
     #: the student's learning-rate schedule: "cosine" (annealed to 0 over its epochs) or "constant"
     student_schedule: str = "cosine"
@@ -138,7 +142,7 @@ def _workflow(
         config_file=[str(c) for c in configs],
         logging_file=str(configs[0].parent / "logging.conf"),
         workflow_type="train",
-        tracking="mlflow",
+        tracking=str(configs[0].parent / "mlflow.yaml"),
         tracking_uri=runs.uri,
         experiment_name=EXPERIMENT,
         run_name=runs.stage_name(stage),
@@ -169,6 +173,7 @@ def _common(s: DemoSettings, data: Path, models: Path, epochs: int) -> dict[str,
         "output_dir": str(s.out / "eval"),
         "image_size": s.size,
         "max_epochs": epochs,
+        "val_interval": s.val_interval,
         "batch_size": s.batch_size,
         "num_workers": 0,
         "seed": s.seed,
@@ -221,6 +226,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
             elif stage == "teacher":
                 ov = _common(s, data, models, s.teacher_epochs) | {
                     "segmenter_profile": "small",
+                    "background": s.teacher_background,
                     "learning_rate": s.classifier_lr,
                 }
                 _workflow(_configs(teacher_dir, "train_classifier"), ov, runs, stage, s)
@@ -239,6 +245,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
                 ov = _common(s, data, models / "student", s.student_epochs) | {
                     "teacher_ckpt": str(models / "model.pt"),
                     "teacher_segmenter_profile": "small",
+                    "teacher_background": s.teacher_background,
                     "optimizer": {
                         "_target_": "torch.optim.Adam",
                         "params": "$@network.parameters()",
@@ -290,7 +297,12 @@ def _evaluate(s: DemoSettings, data: Path, models: Path, runs: DemoRuns) -> dict
     from tea_med.networks import densenet121, load_teacher, load_weights
 
     nets: dict[str, nn.Module] = {
-        "teacher": load_teacher(models / "model.pt", num_classes=len(CLASSES), segmenter_profile="small")
+        "teacher": load_teacher(
+            models / "model.pt",
+            num_classes=len(CLASSES),
+            segmenter_profile="small",
+            background=s.teacher_background,
+        )
     }
     for name in ("standard", "student"):
         nets[name] = load_weights(densenet121(num_classes=len(CLASSES)), models / name / "model.pt").eval()
