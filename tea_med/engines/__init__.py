@@ -11,12 +11,20 @@ from tea_med.engines.outputs import (
 from tea_med.engines.recalibration import BatchNormRecalibration, recalibrate_batchnorm
 from tea_med.engines.resume import BestCheckpointState, RandomStates, ResumeCheckpoint, latest_checkpoint
 from tea_med.engines.sampling import sample_eps, sample_targets
-from tea_med.engines.steps import TEATrainStep, TEAValidationStep, lower_is_better
+from tea_med.engines.steps import (
+    VALIDATION_METRICS,
+    TEATrainStep,
+    TEAValidationStep,
+    higher_is_better,
+    lower_is_better,
+    metric_comparison,
+)
 from tea_med.engines.task import BN_MODES, TEATask
 from tea_med.engines.validation import ValidateLastEpoch
 
 __all__ = [
     "BN_MODES",
+    "VALIDATION_METRICS",
     "BatchNormRecalibration",
     "BestCheckpointState",
     "ItemAverage",
@@ -27,8 +35,10 @@ __all__ = [
     "TEAValidationStep",
     "ValidateLastEpoch",
     "class_scores_and_index",
+    "higher_is_better",
     "latest_checkpoint",
     "lower_is_better",
+    "metric_comparison",
     "per_item",
     "recalibrate_batchnorm",
     "sample_eps",

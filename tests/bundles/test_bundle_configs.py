@@ -254,3 +254,36 @@ def test_configs_stay_inside_the_bundle_and_document_their_settings(bundle: Path
                 and not m.group(2).startswith(('"$', '"@', "{"))
             ):
                 assert " # " in line, f"{config.name}: {line}"
+
+
+@pytest.mark.parametrize(
+    ("warmup_epochs", "key", "negative_sign", "better", "worse"),
+    [(0, "val_tea_loss", True, 0.8, 0.9), (2, "val_auc", False, 0.9, 0.8)],
+)
+def test_the_student_picks_its_best_checkpoint_by_a_metric_comparable_between_epochs(
+    phantoms: Path,
+    teacher_ckpt: Path,
+    tmp_path: Path,
+    warmup_epochs: int,
+    key: str,
+    negative_sign: bool,
+    better: float,
+    worse: float,
+) -> None:
+    """With a frozen teacher the TEA loss ranks the epochs; co-training moves the teacher, so its
+    losses of different epochs are not comparable and the labelled validation AUC ranks them."""
+    ov = _overrides(STUDENT, phantoms, tmp_path, teacher_ckpt) | {"warmup_epochs": warmup_epochs}
+    parser = _parser(STUDENT, "train", **ov)
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    assert evaluator.state.key_metric_name == key
+    others = parser.get_parsed_content("validate#additional_metrics")
+    assert set(others) == {"val_tea_loss", "val_auc", "val_agreement"} - {key}
+    assert parser.get_parsed_content("validate#checkpoint#key_metric_negative_sign") is negative_sign
+    assert evaluator.metric_cmp_fn(better, worse) and not evaluator.metric_cmp_fn(worse, better)
+
+
+def test_an_unknown_selection_metric_is_named() -> None:
+    from tea_med.engines import metric_comparison
+
+    with pytest.raises(ValueError, match=r"selection_metric must be one of .*'val_loss'"):
+        metric_comparison("val_loss")
