@@ -190,10 +190,13 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
     """Run (or resume) every stage; returns the evaluation summary (see :mod:`tea_med.evaluation`)."""
     from tea_med.bundled import bundle_dir
     from tea_med.data.phantom_files import write_phantoms
+    from tea_med.networks.teacher import BACKGROUNDS
 
     s = settings
     if s.student_schedule not in ("cosine", "constant"):
         raise ValueError(f"student_schedule must be 'cosine' or 'constant', got {s.student_schedule!r}")
+    if s.teacher_background not in BACKGROUNDS:
+        raise ValueError(f"teacher_background must be one of {BACKGROUNDS}, got {s.teacher_background!r}")
     if s.size < 32 or s.size % 8:
         raise ValueError(f"--size must be a multiple of 8 and >= 32, got {s.size}")
     if s.n < 6:

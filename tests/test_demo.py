@@ -110,3 +110,13 @@ def test_the_default_demo_student_ignores_the_shortcut_the_standard_classifier_l
     assert gap["standard"] >= 0.5, rows  # the shortcut is there to be learned
     assert gap["student"] <= gap["standard"] / 4, rows
     assert "target met: student gap at most a quarter of standard" in printed
+
+
+def test_an_unknown_teacher_background_is_refused_before_any_stage_runs(tmp_path: Path) -> None:
+    from tea_med.demo import DemoSettings, run_demo
+
+    with pytest.raises(
+        ValueError, match=r"teacher_background must be one of \('uniform', 'zero'\), got 'black'"
+    ):
+        run_demo(DemoSettings(out=tmp_path / "demo", teacher_background="black"))
+    assert not (tmp_path / "demo").exists()
