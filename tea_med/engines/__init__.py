@@ -15,7 +15,6 @@ from tea_med.engines.steps import (
     VALIDATION_METRICS,
     TEATrainStep,
     TEAValidationStep,
-    higher_is_better,
     lower_is_better,
     metric_comparison,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "TEAValidationStep",
     "ValidateLastEpoch",
     "class_scores_and_index",
-    "higher_is_better",
     "latest_checkpoint",
     "lower_is_better",
     "metric_comparison",

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine
-from monai.engines.utils import IterationEvents
+from monai.engines.utils import IterationEvents, default_metric_cmp_fn
 
 from tea_med.engines.task import TEATask
 
@@ -134,18 +134,14 @@ def lower_is_better(current: float, best: float) -> bool:
     return current < best
 
 
-def higher_is_better(current: float, best: float) -> bool:
-    """``metric_cmp_fn`` for evaluators whose key metric is a score (AUC, accuracy)."""
-    return current > best
-
-
 #: the student validation's metrics and whether a lower value is better
 VALIDATION_METRICS = {"val_tea_loss": True, "val_auc": False, "val_agreement": False}
 
 
 def metric_comparison(metric: str) -> Callable[[float, float], bool]:
     """The ``metric_cmp_fn`` that ranks the student validation's key metric ``metric`` (one of
-    :data:`VALIDATION_METRICS`): lower is better for the TEA loss, higher for the scores."""
+    :data:`VALIDATION_METRICS`): lower is better for the TEA loss, higher for the scores
+    (MONAI's ``default_metric_cmp_fn``)."""
     if metric not in VALIDATION_METRICS:
         raise ValueError(f"selection_metric must be one of {sorted(VALIDATION_METRICS)}, got {metric!r}")
-    return lower_is_better if VALIDATION_METRICS[metric] else higher_is_better
+    return lower_is_better if VALIDATION_METRICS[metric] else default_metric_cmp_fn
