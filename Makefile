@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow lint typecheck format bench clean
+.PHONY: venv demo test test-slow test-integration lint typecheck format bench clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ test: venv
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
+
+# needs dicom3tools (dciodvfy): `apt-get install dicom3tools` (.ci/run installs it when missing)
+test-integration: venv
+	$(BIN)/python -m pytest -q -m integration
 
 lint: venv
 	$(BIN)/ruff check .

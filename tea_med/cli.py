@@ -342,6 +342,172 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a bundle's network to TorchScript and ONNX, verified, with a model card",
+        description=(
+            "Write BUNDLE/models/model.ts (MONAI ckpt_export) and model.onnx (dynamic batch axis) "
+            "beside models/model.pt, run each on a fixed batch against the eager network (largest "
+            "absolute logit difference <= --tolerance) and write models/model_card.json (classes, "
+            "preprocessing, shapes, SHA-256 of every file, versions, Device UID). Nothing is moved "
+            "into place unless every export passes. Exit 0: exported; 1: an export failed or "
+            "differs; 2: usage or a bad bundle."
+        ),
+    )
+    p.add_argument("--bundle", required=True, metavar="DIR", help="MONAI bundle folder (e.g. tea_student)")
+    p.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=("torchscript", "onnx"),
+        help="export only this format (repeatable; default both)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=_checked(float, lambda v: v > 0, "a number > 0"),
+        default=1e-4,
+        help="largest absolute logit difference allowed against the eager network (default 1e-4)",
+    )
+    p.add_argument("--mlflow-run-id", metavar="ID", help="the MLflow run that trained the weights (recorded)")
+    p.add_argument(
+        "--from-registry",
+        metavar="NAME@ALIAS",
+        help="first fetch models/model.pt from the MLflow model registry (e.g. tea_student@champion) "
+        "into BUNDLE; needs --tracking-uri (or MLFLOW_TRACKING_URI)",
+    )
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for --from-registry")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace a config id (repeatable)",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from tea_med.deploy.bundle import BundleError, MissingCheckpointError, parse_override
+        from tea_med.deploy.export import FORMATS, ExportError, export_bundle
+
+        run_id = args.mlflow_run_id
+        try:
+            overrides = dict(parse_override(o) for o in args.override)
+            if args.from_registry:
+                from tea_med.deploy.registry import fetch_registered
+
+                fetched = fetch_registered(args.from_registry, args.bundle, tracking_uri=args.tracking_uri)
+                run_id = run_id or fetched.run_id
+                print(
+                    f"fetched {args.from_registry} (version {fetched.version}, run {fetched.run_id}) "
+                    f"into {fetched.path}"
+                )
+            card = export_bundle(
+                args.bundle,
+                formats=args.formats or tuple(FORMATS),
+                tolerance=args.tolerance,
+                mlflow_run_id=run_id,
+                overrides=overrides,
+                say=lambda line: print(line, flush=True),
+            )
+        except (MissingCheckpointError, ExportError) as exc:
+            print(f"tea-med export: error: {exc}", file=sys.stderr)
+            return 1
+        except BundleError as exc:
+            return _error("export", exc)
+        except RuntimeError as exc:  # a checkpoint that does not fit the network
+            print(f"tea-med export: error: {exc}", file=sys.stderr)
+            return 1
+        print(f"exported {card.name} {card.version}: " + ", ".join(sorted(card.files)))
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+def _add_infer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "infer",
+        help="classify DICOM/PNG/JPEG images with a bundle: CSV, JSON lines, DICOM SR + heatmap SC",
+        description=(
+            "Classify every INPUT (files, folders searched recursively, manifest .json files) with "
+            "the bundle's network. Writes OUT/predictions.csv and OUT/predictions.jsonl (probabilities, "
+            "predicted class, model version and SHA-256, SOP Instance UID for DICOM; never patient "
+            "name or ID), OUT/errors.csv (inputs that could not be used, with the reason; they never "
+            "stop the batch), for each DICOM input a TID 1500 Structured Report and a heatmap "
+            "Secondary Capture in OUT/dicom/, and with --heatmaps an LRP-ε overlay PNG per image. "
+            "Exit 0: every input classified; 1: some inputs are listed in errors.csv; 2: usage."
+        ),
+    )
+    p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, folders or manifest .json files")
+    p.add_argument("--bundle", required=True, metavar="DIR", help="MONAI bundle folder (e.g. tea_student)")
+    p.add_argument("--out", required=True, metavar="OUT", help="output folder (created)")
+    p.add_argument(
+        "--backend",
+        choices=("eager", "torchscript", "onnx"),
+        default="eager",
+        help="eager PyTorch, or the TorchScript / ONNX file `tea-med export` wrote (default eager)",
+    )
+    p.add_argument("--heatmaps", action="store_true", help="also write an LRP-ε overlay PNG per image")
+    p.add_argument(
+        "--no-dicom-results",
+        action="store_true",
+        help="do not write the SR and Secondary Capture of DICOM inputs",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--split", default="test", help="the split read from a manifest INPUT (default test)")
+    p.add_argument(
+        "--eps", type=_positive_float, default=None, help="LRP ε (default: the bundle's heatmap_eps)"
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace a config id (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(args: argparse.Namespace) -> int:
+        from tea_med.data.errors import DataError
+        from tea_med.deploy.bundle import BundleError, MissingCheckpointError, parse_override
+        from tea_med.deploy.infer import infer
+
+        try:
+            summary = infer(
+                args.bundle,
+                args.inputs,
+                args.out,
+                backend=args.backend,
+                heatmaps=args.heatmaps,
+                dicom_results=not args.no_dicom_results,
+                batch_size=args.batch_size,
+                split=args.split,
+                eps=args.eps,
+                overrides=dict(parse_override(o) for o in args.override),
+                progress=not args.no_progress,
+            )
+        except MissingCheckpointError as exc:
+            print(f"tea-med infer: error: {exc}", file=sys.stderr)
+            return 1
+        except (BundleError, DataError) as exc:
+            return _error("infer", exc)
+        print(
+            f"classified {summary.predicted} of {summary.images} image(s) in {summary.seconds:.1f} s "
+            f"({args.backend}); {summary.dicom_objects} DICOM object(s), {summary.heatmaps} heatmap(s)"
+        )
+        for name, path in summary.outputs.items():
+            print(f"  {name}: {path}")
+        if summary.errors:
+            print(
+                f"tea-med infer: {summary.errors} input(s) could not be used; "
+                f"reasons in {summary.outputs['errors']}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 def _demo_defaults() -> Any:
     from tea_med.demo import DemoSettings  # light: no torch at import time
 
@@ -450,6 +616,8 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_phantoms,
     _add_manifest,
     _add_explain,
+    _add_export,
+    _add_infer,
     _add_demo,
     _add_bundles,
 ]

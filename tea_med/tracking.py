@@ -18,9 +18,11 @@ Never log identifying data here: parameters come from bundle configs, not from D
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ignite.engine import Engine, Events
+from monai.handlers import MLFlowHandler
 
 
 def executed_config(path: str | None, output_dir: str | os.PathLike[str]) -> str | None:
@@ -101,4 +103,69 @@ class HeatmapFigureLogger:
             os.path.join(self.dir, f"validation_{self.count:03d}.png"),
             row_titles=titles,
             title=f"validation {self.count}: TEA loss {float(out['loss_per_sample'].mean()):.3f}",
+        )
+
+
+class RegisteringMLFlowHandler(MLFlowHandler):
+    """MONAI's ``MLFlowHandler`` that, when training completes and after its artifacts are
+    logged, registers the best checkpoint in the MLflow model registry
+    (:func:`tea_med.deploy.registry.register_checkpoint`): a new version of
+    ``registered_model_name`` with the training model card as tags and ``registered_model_alias``
+    moved to it. With ``registered_model_name=None`` it is exactly MONAI's handler.
+
+    Args:
+        registered_model_name: the registered model; ``None`` registers nothing.
+        checkpoint: the best checkpoint (the bundle's ``models/model.pt``).
+        class_names, image_size: recorded as tags.
+        bundle_name, bundle_version: the bundle's metadata name and version, recorded as tags.
+        registered_model_alias: the alias the workstation reads (``champion``).
+        **kwargs: MONAI ``MLFlowHandler`` arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        registered_model_name: str | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        class_names: Sequence[str] = (),
+        image_size: int = 224,
+        bundle_name: str = "tea_student",
+        bundle_version: str = "0",
+        registered_model_alias: str = "champion",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if registered_model_name and checkpoint is None:
+            raise ValueError("registered_model_name needs checkpoint (the best checkpoint's path)")
+        self.registered_model_name = registered_model_name or None
+        self.checkpoint = checkpoint
+        self.class_names = list(class_names)
+        self.image_size = int(image_size)
+        self.bundle_name = bundle_name
+        self.bundle_version = bundle_version
+        self.registered_model_alias = registered_model_alias
+        #: the registered version, once training completed
+        self.registered_version: str | None = None
+
+    def complete(self) -> None:
+        super().complete()
+        if not self.registered_model_name or self.cur_run is None or self.checkpoint is None:
+            return
+        from tea_med.deploy.registry import card_tags, register_checkpoint
+
+        if not os.path.isfile(self.checkpoint):
+            raise FileNotFoundError(
+                f"cannot register {self.registered_model_name}: the best checkpoint {self.checkpoint} "
+                "does not exist"
+            )
+        tags = card_tags(
+            self.checkpoint, self.class_names, self.image_size, self.bundle_name, self.bundle_version
+        )
+        self.registered_version = register_checkpoint(
+            self.client,
+            self.cur_run.info.run_id,
+            self.registered_model_name,
+            self.checkpoint,
+            tags,
+            alias=self.registered_model_alias,
         )

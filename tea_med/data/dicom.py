@@ -97,12 +97,18 @@ def _check_header(path: Path, ds: Dataset) -> str:
     return photometric
 
 
+#: exceptions that stop the process on purpose and are never turned into a :class:`DataError`
+_INTERRUPTS = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
 def _decode(path: Path, ds: Dataset) -> np.ndarray:
     try:
         return ds.pixel_array
-    except MemoryError:
+    except _INTERRUPTS:
         raise
-    except Exception as exc:  # decoder plugins raise assorted types; name the transfer syntax
+    # decoder plugins raise assorted types, and a Rust decoder's panic (pyo3's PanicException)
+    # derives from BaseException only: every one of them means these pixel data cannot be used
+    except BaseException as exc:
         name = getattr(_transfer_syntax(ds), "name", "unknown transfer syntax")
         raise DataError(path, f"cannot decode pixel data ({name}): {type(exc).__name__}: {exc}") from exc
 
@@ -150,9 +156,21 @@ def read_dicom(
     Raises:
         DataError: the file is unreadable, not DICOM, has no or truncated pixel data, is
             multi-frame, has an unsupported photometric interpretation or bit depth, or gives
-            non-finite values.
+            non-finite values; every failure of pydicom or of a pixel decoder on a corrupt file
+            (including a Rust decoder's panic) becomes a ``DataError`` too.
     """
     path = Path(path)
+    try:
+        return _read(path, voi, window)
+    except (DataError, *_INTERRUPTS):
+        raise
+    except BaseException as exc:  # a corrupt element can fail anywhere it is first accessed
+        raise DataError(path, f"malformed DICOM file ({type(exc).__name__}: {exc})") from exc
+
+
+def _read(
+    path: Path, voi: bool | int, window: tuple[float, float] | None
+) -> tuple[np.ndarray, dict[str, Any]]:
     ds = _open(path)
     try:
         photometric = _check_header(path, ds)

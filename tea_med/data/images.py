@@ -53,6 +53,10 @@ def read_raster(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any
         raise DataError(path, "not a PNG/JPEG image (Pillow cannot identify it)") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's truncated / corrupt-data errors
         raise DataError(path, f"corrupt or truncated image ({exc})") from exc
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # any other decoder failure (e.g. a decompression bomb)
+        raise DataError(path, f"cannot be decoded ({type(exc).__name__}: {exc})") from exc
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2:
         raise DataError(path, f"{values.ndim}-D pixel array of shape {values.shape} where 2-D is expected")
