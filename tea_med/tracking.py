@@ -17,6 +17,7 @@ Never log identifying data here: parameters come from bundle configs, not from D
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -117,7 +118,8 @@ class RegisteringMLFlowHandler(MLFlowHandler):
         registered_model_name: the registered model; ``None`` registers nothing.
         checkpoint: the best checkpoint (the bundle's ``models/model.pt``).
         class_names, image_size: recorded as tags.
-        bundle_name, bundle_version: the bundle's metadata name and version, recorded as tags.
+        metadata_file: the bundle's ``configs/metadata.json``: its ``name`` and ``version`` are
+            recorded as tags.
         registered_model_alias: the alias the workstation reads (``champion``).
         **kwargs: MONAI ``MLFlowHandler`` arguments.
     """
@@ -129,8 +131,7 @@ class RegisteringMLFlowHandler(MLFlowHandler):
         checkpoint: str | os.PathLike[str] | None = None,
         class_names: Sequence[str] = (),
         image_size: int = 224,
-        bundle_name: str = "tea_student",
-        bundle_version: str = "0",
+        metadata_file: str | os.PathLike[str] | None = None,
         registered_model_alias: str = "champion",
         **kwargs: Any,
     ) -> None:
@@ -141,8 +142,7 @@ class RegisteringMLFlowHandler(MLFlowHandler):
         self.checkpoint = checkpoint
         self.class_names = list(class_names)
         self.image_size = int(image_size)
-        self.bundle_name = bundle_name
-        self.bundle_version = bundle_version
+        self.metadata_file = metadata_file
         self.registered_model_alias = registered_model_alias
         #: the registered version, once training completed
         self.registered_version: str | None = None
@@ -158,9 +158,12 @@ class RegisteringMLFlowHandler(MLFlowHandler):
                 f"cannot register {self.registered_model_name}: the best checkpoint {self.checkpoint} "
                 "does not exist"
             )
-        tags = card_tags(
-            self.checkpoint, self.class_names, self.image_size, self.bundle_name, self.bundle_version
-        )
+        metadata: dict[str, Any] = {}
+        if self.metadata_file is not None and os.path.isfile(self.metadata_file):
+            with open(self.metadata_file) as fh:
+                metadata = json.load(fh)
+        name, version = str(metadata.get("name", "")), str(metadata.get("version", ""))
+        tags = card_tags(self.checkpoint, self.class_names, self.image_size, name, version)
         self.registered_version = register_checkpoint(
             self.client,
             self.cur_run.info.run_id,

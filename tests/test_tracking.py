@@ -48,6 +48,18 @@ def test_both_bundles_ship_monai_defaults_plus_the_run_parameters_and_artifacts(
     }
     configs["trainer"]["experiment_param"] = "@tracking_params"
     configs["trainer"]["artifacts"] = "$list(@tracking_artifacts) + [@executed_config_file]"
+    # the trainer's handler is MONAI's plus the model registry (off while the name is null)
+    configs["registered_model_name"] = None
+    configs["registered_model_alias"] = "champion"
+    configs["trainer"] |= {
+        "_target_": "tea_med.tracking.RegisteringMLFlowHandler",
+        "registered_model_name": "@registered_model_name",
+        "registered_model_alias": "@registered_model_alias",
+        "checkpoint": "@ckpt_path",
+        "class_names": "@class_names",
+        "image_size": "@image_size",
+        "metadata_file": "$@bundle_root + '/configs/metadata.json'",
+    }
     configs["evaluator"]["artifacts"] = "@executed_config_file"
     assert _squeezed(student) == _squeezed(expected)
 
@@ -73,10 +85,13 @@ def _workflow(work: Path, **overrides: Any) -> ConfigWorkflow:
         "bundle_root": str(work),
         "output_dir": "$@bundle_root + '/eval'",
         "ckpt_dir": "$@bundle_root + '/models'",
+        "ckpt_path": "$@ckpt_dir + '/best.pt'",
+        "class_names": ["a", "b"],
+        "image_size": 2,
         "learning_rate": LEARNING_RATE,
         "batch_size": BATCH_SIZE,
         "tracking_params": {"learning_rate": "@learning_rate", "batch_size": "@batch_size", "unused": None},
-        "tracking_artifacts": ["$@ckpt_dir + '/best.pt'", "@heatmap_dir"],
+        "tracking_artifacts": ["@ckpt_path", "@heatmap_dir"],
         "heatmap_dir": "$@output_dir + '/heatmaps'",
         "device": "$torch.device('cpu')",
         "network": "$torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))",
@@ -205,3 +220,42 @@ def test_each_training_workflow_names_its_parameters_and_artifacts(
     assert params and all(v == f"@{k}" or v.startswith("$") for k, v in params.items())
     parser.update({"bundle_root": "B"})
     assert [os.path.relpath(p, "B") for p in parser.get_parsed_content("tracking_artifacts")] == artifacts
+
+
+def test_a_tracked_run_registers_its_best_checkpoint_when_asked(tmp_path: Path) -> None:
+    import hashlib
+
+    from tea_med.deploy.registry import fetch_registered
+
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlruns.db'}"
+    (tmp_path / "store").mkdir()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "metadata.json").write_text(json.dumps({"name": "tiny", "version": "1.2.3"}))
+    for run_name in ("first", "second"):
+        _workflow(
+            tmp_path,
+            tracking=str(SETTINGS),
+            output_dir=str(tmp_path / "out"),
+            tracking_uri=uri,
+            run_name=run_name,
+            registered_model_name="tiny_student",
+        )
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    best = (tmp_path / "models" / "best.pt").read_bytes()
+    champion = client.get_model_version_by_alias("tiny_student", "champion")
+    assert str(champion.version) == "2"  # the alias follows the newest registration
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("monai_experiment").experiment_id], "attributes.run_name = 'second'"
+    )
+    assert champion.run_id == run.info.run_id
+    tags = champion.tags
+    assert tags["weights_sha256"] == hashlib.sha256(best).hexdigest()
+    assert (tags["class_names"], tags["image_size"]) == ("a,b", "2")
+    assert (tags["bundle"], tags["bundle_version"]) == ("tiny", "1.2.3")
+    assert tags["device_uid"].startswith("2.25.")
+    # the workstation fetches it into a bundle folder
+    bundle = tmp_path / "workstation"
+    (bundle / "configs").mkdir(parents=True)
+    fetched = fetch_registered("tiny_student@champion", bundle, tracking_uri=uri)
+    assert fetched.version == "2" and fetched.run_id == run.info.run_id
+    assert (bundle / "models" / "model.pt").read_bytes() == best

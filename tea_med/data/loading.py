@@ -22,11 +22,23 @@ from tea_med.data.masks import NIFTI_SUFFIXES, check_mask_shape, read_mask
 __all__ = ["LoadMask", "LoadXray", "LoadXrayd"]
 
 
+#: metadata every loaded image carries (empty where its format has none), so that a batch mixing
+#: DICOM and PNG/JPEG keeps them: MONAI's collation keeps only the keys all items share
+SHARED_META_KEYS = (
+    "sop_instance_uid",
+    "sop_class_uid",
+    "modality",
+    "photometric_interpretation",
+    "transfer_syntax",
+)
+
+
 def _to_meta_tensor(values: np.ndarray, meta: dict[str, Any], path: Path) -> MetaTensor:
     """``(rows, cols)`` array -> ``(1, rows, cols)`` MetaTensor whose affine holds the spacing."""
     row, col = meta["pixel_spacing"]
     affine = torch.diag(torch.tensor([row, col, 1.0, 1.0], dtype=torch.float64))
     meta = {
+        **dict.fromkeys(SHARED_META_KEYS, ""),
         **meta,
         "filename_or_obj": os.fspath(path),
         "spatial_shape": np.asarray(values.shape),

@@ -182,3 +182,28 @@ def test_the_inference_path_imports_no_training_code(
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "LOADED []" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_bundle_inference_workflow_writes_sop_instance_uids(
+    exported_student: Path, dicom_phantoms: Path, tmp_path: Path
+) -> None:
+    """``python -m monai.bundle run`` with the student's inference workflow (PredictionWriter)."""
+    from monai.bundle import ConfigWorkflow
+
+    folder = dicom_phantoms / "images" / "test_unbiased"
+    workflow = ConfigWorkflow(
+        config_file=[str(exported_student / "configs" / f) for f in ("common.yaml", "inference.yaml")],
+        workflow_type="infer",
+        bundle_root=str(exported_student),
+        input_path=str(folder),
+        output_dir=str(tmp_path),
+        logging_file=False,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    rows = {Path(r["file"]).name: r for r in _rows(tmp_path / "predictions.csv")}
+    dicoms = sorted(folder.glob("*.dcm"))
+    assert dicoms
+    for f in dicoms:
+        assert rows[f.name]["sop_instance_uid"] == pydicom.dcmread(f).SOPInstanceUID
