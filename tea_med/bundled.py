@@ -61,4 +61,27 @@ def copy_bundles(dest: str | Path, names: tuple[str, ...] = BUNDLES, overwrite: 
     return written
 
 
-__all__ = ["BUNDLES", "bundle_dir", "bundles_root", "copy_bundles"]
+def set_common_values(bundle: str | Path, values: dict[str, object]) -> Path:
+    """Set top-level scalar keys of ``bundle/configs/common.yaml`` in place, keeping every comment
+    (e.g. ``{"image_size": 64}`` for a bundle trained at 64 px). Each key must already be a
+    top-level key of the file; values are written as YAML scalars."""
+    import json
+    import re
+
+    path = Path(bundle) / "configs" / "common.yaml"
+    text = path.read_text()
+    for key, value in values.items():
+        pattern = re.compile(rf"^({re.escape(key)}:[ \t]*)([^#\n]*?)([ \t]*(#.*)?)$", re.MULTILINE)
+        if not pattern.search(text):
+            raise KeyError(f"{path} has no top-level key {key!r}")
+        scalar = json.dumps(value) if isinstance(value, str) else str(value)
+
+        def replace(m: re.Match[str], scalar: str = scalar) -> str:
+            return f"{m.group(1)}{scalar}{m.group(3)}"
+
+        text = pattern.sub(replace, text, count=1)
+    path.write_text(text)
+    return path
+
+
+__all__ = ["BUNDLES", "bundle_dir", "bundles_root", "copy_bundles", "set_common_values"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -282,9 +283,27 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
         runs.finish("FAILED")
         raise
     summary = json.loads((out / "summary.json").read_text())
+    deployable = deployable_student(s)
+    say(f"deployable student bundle: {deployable} (tea-med export --bundle {deployable})")
+    summary["student_bundle"] = str(deployable)
     summary["wall_time_s"] = time.perf_counter() - t0
     summary["stage_time_s"] = timings
     return summary
+
+
+def deployable_student(s: DemoSettings) -> Path:
+    """The demo's student as a bundle of its own, ``<out>/tea_student``: the shipped bundle with
+    the demo's input size and ε range in ``configs/common.yaml`` and the trained weights in
+    ``models/model.pt``, ready for ``tea-med export`` and ``tea-med infer``."""
+    from tea_med.bundled import copy_bundles, set_common_values
+
+    (target,) = copy_bundles(s.out, names=("tea_student",), overwrite=True)
+    set_common_values(target, {"image_size": s.size, "eps_lo": s.eps_lo, "eps_hi": s.eps_hi, "seed": s.seed})
+    weights = s.out / "models" / "student" / "model.pt"
+    staged = target / "models" / "model.pt.part"
+    shutil.copyfile(weights, staged)
+    os.replace(staged, target / "models" / "model.pt")
+    return target
 
 
 #: what the demo sets out to show, as checks on its own table

@@ -120,3 +120,46 @@ def test_an_unknown_teacher_background_is_refused_before_any_stage_runs(tmp_path
     ):
         run_demo(DemoSettings(out=tmp_path / "demo", teacher_background="black"))
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.slow
+def test_the_demo_student_is_a_bundle_that_exports_and_classifies_dicom(
+    demo_out: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    import pydicom
+
+    from tea_med.data.phantom_files import write_phantoms
+
+    bundle = demo_out / "tea_student"
+    assert main(["export", "--bundle", str(bundle)]) == 0
+    card = json.loads((bundle / "models" / "model_card.json").read_text())
+    assert card["preprocessing"]["image_size"] == 32  # the demo's --size
+    phantoms = write_phantoms(
+        tmp_path / "ph", n=2, size=48, seed=5, formats=("dicom",), grid=False, progress=False
+    )
+    assert phantoms
+    images = tmp_path / "ph" / "images" / "test_unbiased"
+    out = tmp_path / "out"
+    args = [
+        "infer",
+        "--bundle",
+        str(bundle),
+        str(images),
+        "--out",
+        str(out),
+        "--backend",
+        "onnx",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    sources = sorted(images.glob("*.dcm"))
+    assert sorted(r["sop_instance_uid"] for r in rows) == sorted(
+        pydicom.dcmread(f).SOPInstanceUID for f in sources
+    )
+    for f in sources:
+        sr = pydicom.dcmread(out / "dicom" / f"{f.stem}_sr.dcm")
+        assert sr.StudyInstanceUID == pydicom.dcmread(f).StudyInstanceUID

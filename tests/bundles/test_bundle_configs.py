@@ -287,3 +287,22 @@ def test_an_unknown_selection_metric_is_named() -> None:
 
     with pytest.raises(ValueError, match=r"selection_metric must be one of .*'val_loss'"):
         metric_comparison("val_loss")
+
+
+def test_set_common_values_changes_only_the_named_keys_and_keeps_comments(tmp_path: Path) -> None:
+    from monai.bundle import ConfigParser
+
+    from tea_med.bundled import copy_bundles, set_common_values
+
+    (bundle,) = copy_bundles(tmp_path, names=("tea_student",))
+    before = ConfigParser.load_config_file(bundle / "configs" / "common.yaml")
+    set_common_values(bundle, {"image_size": 64, "eps_lo": 0.01})
+    text = (bundle / "configs" / "common.yaml").read_text()
+    after = ConfigParser.load_config_file(bundle / "configs" / "common.yaml")
+    assert (after["image_size"], after["eps_lo"]) == (64, 0.01)
+    assert {k: v for k, v in after.items() if k not in ("image_size", "eps_lo")} == {
+        k: v for k, v in before.items() if k not in ("image_size", "eps_lo")
+    }
+    assert "# network input side in pixels" in text
+    with pytest.raises(KeyError, match="no top-level key 'imagesize'"):
+        set_common_values(bundle, {"imagesize": 64})
