@@ -161,7 +161,7 @@ class _Writers:
             fh.close()
 
 
-def _prepare(preprocessing: Any, path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
+def prepare_image(preprocessing: Any, path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """The network input ``[3, S, S]`` of one file and its (non-identifying) metadata."""
     from tea_med.deploy.dicom_results import ACCEPTED_SOP_CLASSES
     from tea_med.deploy.explain import data_error
@@ -307,7 +307,7 @@ def infer(
             ready: list[tuple[Path, torch.Tensor, dict[str, Any]]] = []
             for path in chunk:
                 try:
-                    tensor, meta = _prepare(preprocessing, path)
+                    tensor, meta = prepare_image(preprocessing, path)
                 except DataError as err:
                     writers.error(path, str(err))
                     summary.errors += 1
@@ -396,4 +396,4 @@ def _unique_stem(source: Path, used: set[str]) -> str:
     return name
 
 
-__all__ = ["InferenceSummary", "collect_inputs", "infer", "to_source_grid"]
+__all__ = ["InferenceSummary", "collect_inputs", "infer", "prepare_image", "to_source_grid"]
