@@ -508,6 +508,115 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run a DICOM node beside PACS: receive CR/DX, classify, send SR + heatmap SC back",
+        description=(
+            "A DICOM Storage SCP (Verification, CR, DX) that accepts known senders only, writes every "
+            "instance durably to its spool before answering 0x0000, classifies it with the bundle "
+            "(one result per instance, also after a restart) and, with a [destination], sends the "
+            "SR and the heatmap Secondary Capture there. Settings: --config node.toml (see "
+            "tea_med.node.config), flags override it. SIGTERM or Ctrl-C stops it: what is in flight "
+            "stays in the spool. Exit 0 on a clean stop; 2: bad settings; with --check 1 when the "
+            "destination does not answer C-ECHO."
+        ),
+    )
+    p.add_argument("--config", metavar="TOML", help="node settings (node.toml)")
+    p.add_argument("--bundle", metavar="DIR", help="the student bundle (overrides `bundle`)")
+    p.add_argument("--spool", metavar="DIR", help="the spool folder (overrides `spool`)")
+    p.add_argument("--ae-title", help="the node's AE title (overrides `ae_title`)")
+    p.add_argument("--host", help="address to listen on (overrides `host`)")
+    p.add_argument("--port", type=int, help="port to listen on (overrides `port`)")
+    p.add_argument("--backend", choices=("eager", "torchscript", "onnx"), help="overrides `backend`")
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="AE[@IP]",
+        help="an allowed sender (repeatable; replaces `allowed_senders`)",
+    )
+    p.add_argument("--check", action="store_true", help="validate the settings, C-ECHO the destination, exit")
+    p.add_argument("--log-file", metavar="FILE", help="also write the log to this file")
+
+    def run(args: argparse.Namespace) -> int:
+        import logging
+        import signal
+        import threading
+
+        from tea_med.node.config import NodeConfigError, from_mapping
+
+        table: dict[str, Any] = {}
+        base = Path()
+        try:
+            if args.config:
+                import tomllib
+
+                path = Path(args.config)
+                if not path.is_file():
+                    return _error("serve", f"--config {path} does not exist")
+                try:
+                    table = tomllib.loads(path.read_text())
+                except tomllib.TOMLDecodeError as err:
+                    return _error("serve", f"{path} is not valid TOML: {err}")
+                base = path.parent
+            flags = {"bundle": args.bundle, "spool": args.spool, "ae_title": args.ae_title, "host": args.host}
+            flags |= {"port": args.port, "backend": args.backend}
+            for key, value in flags.items():
+                if value is not None:
+                    table[key] = str(Path(value).resolve()) if key in ("bundle", "spool") else value
+            if args.allow:
+                table["allowed_senders"] = [
+                    {"ae_title": a.partition("@")[0], **({"ip": a.partition("@")[2]} if "@" in a else {})}
+                    for a in args.allow
+                ]
+            config = from_mapping(table, base)
+        except NodeConfigError as err:
+            return _error("serve", err)
+        handlers: list[logging.Handler] = [logging.StreamHandler()]
+        if args.log_file:
+            handlers.append(logging.FileHandler(args.log_file))
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+        node_log = logging.getLogger("tea_med.node")
+        for h in handlers:
+            h.setFormatter(fmt)
+            node_log.addHandler(h)
+        node_log.setLevel(logging.INFO)
+        node_log.propagate = False
+        if args.check:
+            print(f"settings OK: {config.ae_title} on {config.host}:{config.port}, bundle {config.bundle}")
+            if config.destination is None:
+                print("no [destination]: results stay in the spool")
+                return 0
+            from tea_med.node.forward import echo
+
+            status = echo(config.destination, config.ae_title)
+            d = config.destination
+            if status != 0:
+                shown = "no association" if status is None else f"status 0x{status:04X}"
+                print(
+                    f"tea-med serve: destination {d.ae_title}@{d.host}:{d.port} C-ECHO failed ({shown})",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"destination {d.ae_title}@{d.host}:{d.port} answers C-ECHO")
+            return 0
+        from tea_med.node.scp import StorageNode
+
+        node = StorageNode(config)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        node.start()
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            node.stop()
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 def _demo_defaults() -> Any:
     from tea_med.demo import DemoSettings  # light: no torch at import time
 
@@ -618,6 +727,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_explain,
     _add_export,
     _add_infer,
+    _add_serve,
     _add_demo,
     _add_bundles,
 ]

@@ -84,7 +84,7 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
         yield items[start : start + size]
 
 
-def _identity(bundle: BundleNetwork) -> tuple[ModelCard | None, dict[str, str]]:
+def model_identity(bundle: BundleNetwork) -> tuple[ModelCard | None, dict[str, str]]:
     """The model card when it describes the current ``model.pt``, and the model's identity."""
     from tea_med import __version__
 
@@ -201,7 +201,7 @@ def _sc_size(rows: int, cols: int) -> tuple[int, int]:
     return max(1, round(rows * scale)), max(1, round(cols * scale))
 
 
-def _write_dicom_results(
+def write_dicom_results(
     path: Path,
     heatmap: torch.Tensor,
     probabilities: Sequence[float],
@@ -210,6 +210,9 @@ def _write_dicom_results(
     out: Path,
     stem: str,
 ) -> list[Path]:
+    """Write ``out/<stem>_sr.dcm`` and ``out/<stem>_sc.dcm`` for the DICOM file ``path``: the
+    structured report of ``probabilities`` and the Secondary Capture of the image with
+    ``heatmap`` (``[S, S]``, the network's grid) over it. Each file is renamed into place whole."""
     import pydicom
     from skimage.transform import resize
 
@@ -292,7 +295,7 @@ def infer(
     t0 = time.perf_counter()
     files = collect_inputs(inputs, split)
     bundle = load_bundle_network(bundle_dir, overrides)
-    card, identity = _identity(bundle)
+    card, identity = model_identity(bundle)
     run = open_backend(backend, bundle, card)
     preprocessing = bundle.preprocessing()
     eps = eps if eps is not None else (bundle.heatmap_eps or DEFAULT_EPS)
@@ -357,7 +360,7 @@ def infer(
                             row["heatmap"] = str(png)
                             summary.heatmaps += 1
                         if dicom_results and is_dicom:
-                            written = _write_dicom_results(
+                            written = write_dicom_results(
                                 path,
                                 heat.sum(0),
                                 [float(v) for v in p],
@@ -396,4 +399,12 @@ def _unique_stem(source: Path, used: set[str]) -> str:
     return name
 
 
-__all__ = ["InferenceSummary", "collect_inputs", "infer", "prepare_image", "to_source_grid"]
+__all__ = [
+    "InferenceSummary",
+    "collect_inputs",
+    "infer",
+    "model_identity",
+    "prepare_image",
+    "to_source_grid",
+    "write_dicom_results",
+]
