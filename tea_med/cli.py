@@ -572,16 +572,6 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
             config = from_mapping(table, base)
         except NodeConfigError as err:
             return _error("serve", err)
-        handlers: list[logging.Handler] = [logging.StreamHandler()]
-        if args.log_file:
-            handlers.append(logging.FileHandler(args.log_file))
-        fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-        node_log = logging.getLogger("tea_med.node")
-        for h in handlers:
-            h.setFormatter(fmt)
-            node_log.addHandler(h)
-        node_log.setLevel(logging.INFO)
-        node_log.propagate = False
         if args.check:
             print(f"settings OK: {config.ae_title} on {config.host}:{config.port}, bundle {config.bundle}")
             if config.destination is None:
@@ -602,16 +592,29 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
             return 0
         from tea_med.node.scp import StorageNode
 
-        node = StorageNode(config)
+        handlers: list[logging.Handler] = [logging.StreamHandler()]
+        if args.log_file:
+            handlers.append(logging.FileHandler(args.log_file))
+        node_log = logging.getLogger("tea_med.node")
+        for h in handlers:
+            h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            node_log.addHandler(h)
+        node_log.setLevel(logging.INFO)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        node.start()
         try:
-            while not stop.wait(0.5):
-                pass
+            node = StorageNode(config)
+            node.start()
+            try:
+                while not stop.wait(0.5):
+                    pass
+            finally:
+                node.stop()
         finally:
-            node.stop()
+            for h in handlers:
+                node_log.removeHandler(h)
+                h.close()
         return 0
 
     p.set_defaults(handler=run)
