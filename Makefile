@@ -29,7 +29,8 @@ test: venv
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
 
-# needs dicom3tools (dciodvfy): `apt-get install dicom3tools` (.ci/run installs it when missing)
+# needs dicom3tools (dciodvfy), dcmtk (storescu, echoscu) and orthanc: `apt-get install dicom3tools
+# dcmtk orthanc` (.ci/run installs them when missing)
 test-integration: venv
 	$(BIN)/python -m pytest -q -m integration
 
