@@ -188,27 +188,31 @@ def _read(
     else:
         if pixels.ndim != 2:
             raise DataError(path, f"{pixels.ndim}-D pixel array {pixels.shape} where 2-D is expected")
-        lo_stored, hi_stored = stored_value_range(ds)
-        try:
-            values = apply_modality_lut(pixels, ds)
-            # the value range after the LUT, for the MONOCHROME1 inversion
-            full = apply_modality_lut(np.arange(lo_stored, hi_stored + 1, dtype=np.int64), ds)
-        except Exception as exc:
-            raise DataError(path, f"invalid Modality LUT / rescale ({type(exc).__name__}: {exc})") from exc
-        value_range = (float(np.min(full)), float(np.max(full)))
-        if window is not None:
-            values = _window(np.asarray(values, dtype=np.float64), float(window[0]), float(window[1]))
-            value_range = (0.0, 1.0)
-        elif voi is not False:
-            index = 0 if voi is True else int(voi)
+        # a corrupt slope or intercept overflows to inf or nan, which is refused below
+        with np.errstate(over="ignore", invalid="ignore"):
+            lo_stored, hi_stored = stored_value_range(ds)
             try:
-                values = apply_voi_lut(values, ds, index=index)
-                ends = apply_voi_lut(np.asarray(value_range, dtype=np.float64), ds, index=index)
+                values = apply_modality_lut(pixels, ds)
+                # the value range after the LUT, for the MONOCHROME1 inversion
+                full = apply_modality_lut(np.arange(lo_stored, hi_stored + 1, dtype=np.int64), ds)
             except Exception as exc:
-                raise DataError(path, f"invalid VOI LUT / window ({type(exc).__name__}: {exc})") from exc
-            value_range = (float(np.min(ends)), float(np.max(ends)))
-        if photometric == "MONOCHROME1":
-            values = (value_range[0] + value_range[1]) - np.asarray(values, dtype=np.float64)
+                raise DataError(
+                    path, f"invalid Modality LUT / rescale ({type(exc).__name__}: {exc})"
+                ) from exc
+            value_range = (float(np.min(full)), float(np.max(full)))
+            if window is not None:
+                values = _window(np.asarray(values, dtype=np.float64), float(window[0]), float(window[1]))
+                value_range = (0.0, 1.0)
+            elif voi is not False:
+                index = 0 if voi is True else int(voi)
+                try:
+                    values = apply_voi_lut(values, ds, index=index)
+                    ends = apply_voi_lut(np.asarray(value_range, dtype=np.float64), ds, index=index)
+                except Exception as exc:
+                    raise DataError(path, f"invalid VOI LUT / window ({type(exc).__name__}: {exc})") from exc
+                value_range = (float(np.min(ends)), float(np.max(ends)))
+            if photometric == "MONOCHROME1":
+                values = (value_range[0] + value_range[1]) - np.asarray(values, dtype=np.float64)
 
     with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is reported below
         values = np.asarray(values, dtype=np.float32)

@@ -81,6 +81,8 @@ class StorageNode:
         self.stored = 0
         self.rejected = 0
         self._lock = threading.Lock()
+        #: per running association: (start time, instances stored)
+        self._associations: dict[int, list[float]] = {}
 
     # ---- association events ----------------------------------------------------------------
     def _allowed(self, calling: str, ip: str) -> bool:
@@ -101,6 +103,8 @@ class StorageNode:
             reason = f"free disk {free:.0f} MiB below the reserve of {self.config.min_free_disk_mb:.0f} MiB"
             code = REJECT_DISK
         if reason is None:
+            with self._lock:
+                self._associations[id(assoc)] = [time.perf_counter(), 0]
             logger.info("association requested by %s from %s to %s", calling, ip, called)
             return
         with self._lock:
@@ -121,11 +125,21 @@ class StorageNode:
             str(primitive.called_ae_title).strip(),
         )
 
+    def _ended(self, event: Any, how: str) -> None:
+        with self._lock:
+            started, count = self._associations.pop(id(event.assoc), [time.perf_counter(), 0])
+        level = logging.INFO if how == "released" else logging.WARNING
+        calling = str(event.assoc.requestor.ae_title).strip()
+        seconds = time.perf_counter() - started
+        logger.log(
+            level, "association with %s %s after %.2f s, %d instance(s) stored", calling, how, seconds, count
+        )
+
     def _on_released(self, event: Any) -> None:
-        logger.info("association with %s released", str(event.assoc.requestor.ae_title).strip())
+        self._ended(event, "released")
 
     def _on_aborted(self, event: Any) -> None:
-        logger.warning("association with %s aborted", str(event.assoc.requestor.ae_title).strip())
+        self._ended(event, "aborted")
 
     def _on_store(self, event: Any) -> int:
         started = time.perf_counter()
@@ -141,6 +155,9 @@ class StorageNode:
             return STATUS_OUT_OF_RESOURCES
         with self._lock:
             self.stored += 1
+            running = self._associations.get(id(event.assoc))
+            if running is not None:
+                running[1] += 1
         self.worker.wake.set()
         logger.info("instance %s stored (0x0000) in %.3f s", uid, time.perf_counter() - started)
         return 0x0000

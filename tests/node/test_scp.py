@@ -231,3 +231,18 @@ def test_results_reach_the_destination_once_it_is_back(
     finally:
         node.stop()
     assert sorted(received) == sorted(["1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7"] * 2)
+
+
+def test_a_failed_write_answers_out_of_resources_and_nothing_is_acknowledged(
+    node: StorageNode, phantom_files: list[Path]
+) -> None:
+    incoming = node.config.spool / "incoming"
+    incoming.rmdir()
+    incoming.write_text("not a folder")  # every write into incoming/ now fails
+    try:
+        assert send(node.config.port, phantom_files[:2]) == [0xA700, 0xA700]
+        assert node.stored == 0
+    finally:
+        incoming.unlink()
+        incoming.mkdir()
+    assert send(node.config.port, phantom_files[:1]) == [0]
