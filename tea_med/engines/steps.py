@@ -16,18 +16,18 @@ from monai.engines.utils import IterationEvents, default_metric_cmp_fn
 from tea_med.engines.task import TEATask
 
 
-def _plain(x: Any, device: torch.device | str | None) -> torch.Tensor:
+def plain_tensor(x: Any, device: torch.device | str | None) -> torch.Tensor:
     x = torch.as_tensor(x)
     x = x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
     return x.to(device) if device is not None else x
 
 
-def _device(engine: Engine, task: TEATask) -> torch.device:
+def engine_device(engine: Engine, task: TEATask) -> torch.device:
     """The engine's device (MONAI workflows set ``state.device``), else the student's."""
     return getattr(engine.state, "device", None) or next(task.student.parameters()).device
 
 
-def _finish(engine: Engine, output: dict[str, Any]) -> Any:
+def finish_iteration(engine: Engine, output: dict[str, Any]) -> Any:
     """Hand the output to MONAI's machinery as its own iteration does (decollation and the
     engine's ``postprocessing`` run on ``MODEL_COMPLETED``)."""
     engine.state.output = output  # type: ignore[assignment]  # ignite types State.output as int | None
@@ -69,10 +69,10 @@ class TEATrainStep:
         self.label_key = label_key
 
     def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, Any]:
-        device = _device(engine, self.task)
-        x = _plain(batch[self.image_key], device)
+        device = engine_device(engine, self.task)
+        x = plain_tensor(batch[self.image_key], device)
         label = batch.get(self.label_key)
-        label = _plain(label, device) if label is not None else None
+        label = plain_tensor(label, device) if label is not None else None
         warmup = engine.state.epoch <= self.task.warmup_epochs
         self.task.train()
         out = self.task(x, label=label, warmup=warmup)
@@ -98,7 +98,7 @@ class TEATrainStep:
         result |= {f"loss_level{i}": v for i, v in enumerate(out["loss_levels"])}
         if label is not None:
             result["label"] = label
-        return _finish(engine, result)
+        return finish_iteration(engine, result)
 
 
 class TEAValidationStep:
@@ -114,8 +114,8 @@ class TEAValidationStep:
         self.label_key = label_key
 
     def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, Any]:
-        device = _device(engine, self.task)
-        x = _plain(batch[self.image_key], device)
+        device = engine_device(engine, self.task)
+        x = plain_tensor(batch[self.image_key], device)
         self.task.eval()
         out = self.task.validation_losses(x)
         result = {
@@ -125,8 +125,8 @@ class TEAValidationStep:
             "tea_loss": out["loss_per_sample"],
         }
         if self.label_key in batch:
-            result["label"] = _plain(batch[self.label_key], device)
-        return _finish(engine, result)
+            result["label"] = plain_tensor(batch[self.label_key], device)
+        return finish_iteration(engine, result)
 
 
 def lower_is_better(current: float, best: float) -> bool:

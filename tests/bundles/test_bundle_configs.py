@@ -282,6 +282,22 @@ def test_the_student_picks_its_best_checkpoint_by_a_metric_comparable_between_ep
     assert evaluator.metric_cmp_fn(better, worse) and not evaluator.metric_cmp_fn(worse, better)
 
 
+@pytest.mark.parametrize(
+    ("method", "step", "selection"),
+    [("tea", "TEATrainStep", "val_tea_loss"), ("erm", "ERMStep", "val_auc"), ("kd", "KDStep", "val_auc")],
+)
+def test_the_student_method_selects_its_step_loss_name_and_selection(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path, method: str, step: str, selection: str
+) -> None:
+    ov = _overrides(STUDENT, phantoms, tmp_path, teacher_ckpt) | {"method": method}
+    parser = _parser(STUDENT, "train", **ov)
+    assert type(parser.get_parsed_content("train#step")).__name__ == step
+    assert parser.get_parsed_content("train#trainer").state.key_metric_name == f"train_{method}_loss"
+    assert parser.get_parsed_content("validate#evaluator").state.key_metric_name == selection
+    params = parser.get_parsed_content("tracking_params")
+    assert params["method"] == method and (params["kd_temperature"] is None) == (method != "kd")
+
+
 def test_an_unknown_selection_metric_is_named() -> None:
     from tea_med.engines import metric_comparison
 

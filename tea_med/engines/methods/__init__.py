@@ -1,0 +1,50 @@
+"""The baselines TEA is compared with, as training steps selectable by name (``method`` in the
+student bundle's ``train.yaml``). Each shares the TEA student's initialisation, engines,
+handlers, checkpoints and tracking; only the loss differs.
+
+====== ============================================================ ===========
+method loss                                                         module
+====== ============================================================ ===========
+tea    the TEA loss on LRP-ε heatmaps (the default)                 ``steps``
+erm    cross-entropy on the labels                                  ``erm``
+kd     output distillation, Hinton et al. 2015                      ``kd``
+====== ============================================================ ===========
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tea_med.engines.methods.base import MethodStep
+from tea_med.engines.methods.erm import ERMStep
+from tea_med.engines.methods.kd import KDStep, distillation_loss
+from tea_med.engines.task import TEATask
+
+METHODS = ("tea", "erm", "kd")
+
+
+def training_step(
+    method: str,
+    task: TEATask,
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float = 1.0,
+    teacher_optimizer: torch.optim.Optimizer | None = None,
+    kd_temperature: float = 4.0,
+    kd_weight: float = 1.0,
+    kd_ce_weight: float = 0.0,
+) -> Any:
+    """The ``iteration_update`` of ``method`` (one of :data:`METHODS`)."""
+    from tea_med.engines.steps import TEATrainStep
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "tea":
+        return TEATrainStep(task, optimizer, max_grad_norm, teacher_optimizer)
+    if method == "erm":
+        return ERMStep(task, optimizer, max_grad_norm)
+    return KDStep(task, optimizer, max_grad_norm, kd_temperature, kd_weight, kd_ce_weight)
+
+
+__all__ = ["METHODS", "ERMStep", "KDStep", "MethodStep", "distillation_loss", "training_step"]

@@ -1,0 +1,81 @@
+"""What every comparison method's training step shares with :class:`~tea_med.engines.TEATrainStep`.
+
+A method is an ``iteration_update`` for MONAI's ``SupervisedTrainer`` that computes its loss from
+the batch, the student and (frozen) the teacher of a :class:`~tea_med.engines.TEATask`, then
+clips and steps like TEA does. Its output carries the same keys as TEA's (``loss``,
+``agreement``, ``pred``, ``teacher``, ``label``), so the student bundle's handlers, metrics,
+checkpoints, MLflow tracking and resumption work unchanged for every method.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from ignite.engine import Engine
+
+from tea_med.engines.steps import engine_device, finish_iteration, plain_tensor
+from tea_med.engines.task import TEATask
+
+
+class MethodStep(ABC):
+    """Base of the comparison methods' steps.
+
+    Args:
+        task: the :class:`TEATask` whose student is trained (its teacher stays frozen).
+        optimizer: the student's optimiser.
+        max_grad_norm: gradient-norm clipping of the student.
+    """
+
+    #: whether the method needs the manifest's labels
+    needs_labels = False
+
+    def __init__(self, task: TEATask, optimizer: torch.optim.Optimizer, max_grad_norm: float = 1.0) -> None:
+        if task.teacher_ce_weight is not None:
+            raise ValueError(
+                f"{type(self).__name__} trains the student only: set warmup_epochs 0 (no co-training)"
+            )
+        self.task = task
+        self.optimizer = optimizer
+        self.max_grad_norm = max_grad_norm
+
+    @abstractmethod
+    def loss(
+        self,
+        x: torch.Tensor,
+        label: torch.Tensor | None,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+    ) -> torch.Tensor:
+        """The method's scalar loss for one batch (differentiable w.r.t. the student)."""
+
+    def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, Any]:
+        device = engine_device(engine, self.task)
+        x = plain_tensor(batch["image"], device)
+        label = plain_tensor(batch["label"], device).long().reshape(-1) if "label" in batch else None
+        if self.needs_labels and label is None:
+            raise ValueError(
+                f"{type(self).__name__} needs labels: the manifest's training records have no 'label'"
+            )
+        self.task.train()
+        with torch.no_grad():
+            teacher_logits = self.task.teacher(x)
+        student_logits = self.task.student(x)
+        loss = self.loss(x, label, student_logits, teacher_logits)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        self.optimizer.step()
+        agreement = (student_logits.argmax(1) == teacher_logits.argmax(1)).float().mean()
+        result: dict[str, Any] = {
+            "image": x,
+            "pred": student_logits.detach(),
+            "teacher": teacher_logits.detach(),
+            "loss": loss.detach(),
+            "agreement": agreement.detach(),
+        }
+        if label is not None:
+            result["label"] = label
+        return finish_iteration(engine, result)

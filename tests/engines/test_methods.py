@@ -1,0 +1,94 @@
+"""The comparison methods' losses against hand computations, and their refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tea_med.engines import TEATask
+from tea_med.engines.methods import ERMStep, KDStep, distillation_loss, training_step
+from tea_med.networks import densenet121
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_distillation_loss_is_t_squared_times_the_kl_divergence() -> None:
+    s = np.array([[1.0, 2.0, 0.0], [0.3, -1.0, 0.5]])
+    t = np.array([[0.5, 0.0, 1.0], [2.0, 0.1, -0.4]])
+    temperature = 2.0
+    p_t, p_s = _softmax(t / temperature), _softmax(s / temperature)
+    expected = temperature**2 * np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1))
+    found = distillation_loss(torch.tensor(s), torch.tensor(t), temperature)
+    assert float(found) == pytest.approx(expected, rel=1e-10)
+    # identical logits: nothing to distil
+    assert float(distillation_loss(torch.tensor(t), torch.tensor(t), 4.0)) == pytest.approx(0.0, abs=1e-12)
+
+
+def _task() -> TEATask:
+    torch.manual_seed(0)
+    return TEATask(densenet121(num_classes=3), densenet121(num_classes=3))
+
+
+def test_kd_and_erm_losses_match_hand_computations() -> None:
+    task = _task()
+    opt = torch.optim.SGD(task.student.parameters(), lr=0.1)
+    s = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    t = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    y = torch.tensor([0, 2])
+    ce = -np.mean([math.log(_softmax(s.numpy())[0, 0]), math.log(_softmax(s.numpy())[1, 2])])
+    assert float(ERMStep(task, opt).loss(s, y, s, t)) == pytest.approx(ce, rel=1e-6)
+    p_t, p_s = _softmax(t.numpy() / 4.0), _softmax(s.numpy() / 4.0)
+    kd = 16.0 * np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1))
+    step = KDStep(task, opt, temperature=4.0, weight=0.5, ce_weight=0.25)
+    assert float(step.loss(s, y, s, t)) == pytest.approx(0.5 * kd + 0.25 * ce, rel=1e-6)
+    assert step.needs_labels and not KDStep(task, opt).needs_labels
+
+
+def test_a_step_trains_the_student_only() -> None:
+    task = _task()
+    opt = torch.optim.SGD(task.student.parameters(), lr=0.05)
+    step = ERMStep(task, opt)
+    before = [p.detach().clone() for p in task.teacher.parameters()]
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0])
+    losses = []
+
+    class _Engine:  # the attributes of a MONAI engine a step reads
+        class state:  # noqa: N801 - mirrors ignite's Engine.state
+            device = torch.device("cpu")
+            output = None
+
+        @staticmethod
+        def fire_event(_: object) -> None:
+            pass
+
+    for _ in range(5):
+        out = step(_Engine(), {"image": x, "label": y})  # type: ignore[arg-type]
+        losses.append(float(out["loss"]))
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(a, b) for a, b in zip(before, task.teacher.parameters(), strict=True))
+
+
+def test_methods_refuse_what_they_cannot_do() -> None:
+    task = _task()
+    opt = torch.optim.SGD(task.student.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="method must be one of tea, erm, kd, got 'gain'"):
+        training_step("gain", task, opt)
+    with pytest.raises(ValueError, match="kd_temperature must be > 0"):
+        KDStep(task, opt, temperature=0)
+    cotrained = TEATask(densenet121(num_classes=3), densenet121(num_classes=3), teacher_ce_weight=1.0)
+    with pytest.raises(ValueError, match="set warmup_epochs 0"):
+        ERMStep(cotrained, opt)
+
+    class _Engine:
+        class state:  # noqa: N801
+            device = torch.device("cpu")
+
+    with pytest.raises(ValueError, match="ERMStep needs labels"):
+        ERMStep(task, opt)(_Engine(), {"image": torch.rand(2, 3, 32, 32)})  # type: ignore[arg-type]
