@@ -284,7 +284,12 @@ def test_the_student_picks_its_best_checkpoint_by_a_metric_comparable_between_ep
 
 @pytest.mark.parametrize(
     ("method", "step", "selection"),
-    [("tea", "TEATrainStep", "val_tea_loss"), ("erm", "ERMStep", "val_auc"), ("kd", "KDStep", "val_auc")],
+    [
+        ("tea", "TEATrainStep", "val_tea_loss"),
+        ("erm", "ERMStep", "val_auc"),
+        ("kd", "KDStep", "val_auc"),
+        ("rrr", "RRRStep", "val_auc"),
+    ],
 )
 def test_the_student_method_selects_its_step_loss_name_and_selection(
     phantoms: Path, teacher_ckpt: Path, tmp_path: Path, method: str, step: str, selection: str

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from tea_med.engines import TEATask
-from tea_med.engines.methods import ERMStep, KDStep, distillation_loss, training_step
+from tea_med.engines.methods import (
+    ERMStep,
+    KDStep,
+    RRRStep,
+    distillation_loss,
+    input_gradient_penalty,
+    training_step,
+)
 from tea_med.networks import densenet121
 
 
@@ -78,7 +85,7 @@ def test_a_step_trains_the_student_only() -> None:
 def test_methods_refuse_what_they_cannot_do() -> None:
     task = _task()
     opt = torch.optim.SGD(task.student.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="method must be one of tea, erm, kd, got 'gain'"):
+    with pytest.raises(ValueError, match="method must be one of tea, erm, kd, rrr, got 'gain'"):
         training_step("gain", task, opt)
     with pytest.raises(ValueError, match="kd_temperature must be > 0"):
         KDStep(task, opt, temperature=0)
@@ -92,3 +99,33 @@ def test_methods_refuse_what_they_cannot_do() -> None:
 
     with pytest.raises(ValueError, match="ERMStep needs labels"):
         ERMStep(task, opt)(_Engine(), {"image": torch.rand(2, 3, 32, 32)})  # type: ignore[arg-type]
+
+
+def test_the_rrr_penalty_matches_the_closed_form_gradient_of_a_linear_model() -> None:
+    rng = np.random.default_rng(3)
+    b, c, h, w, k = 2, 1, 3, 4, 3
+    weight = rng.normal(size=(k, c * h * w))
+    bias = rng.normal(size=k)
+    x = rng.random((b, c, h, w))
+    background = (rng.random((b, 1, h, w)) > 0.5).astype(float)
+    linear = torch.nn.Linear(c * h * w, k).double()
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor(weight))
+        linear.bias.copy_(torch.tensor(bias))
+    xt = torch.tensor(x, requires_grad=True)
+    found = input_gradient_penalty(linear(xt.flatten(1)), xt, torch.tensor(background))
+    # d/dx sum_k log softmax(Wx + b)_k = W^T (1 - K p)
+    expected = 0.0
+    for i in range(b):
+        p = _softmax((weight @ x[i].ravel() + bias)[None])[0]
+        g = (weight.T @ (1.0 - k * p)).reshape(c, h, w)
+        expected += float(((background[i] * g) ** 2).sum())
+    assert float(found) == pytest.approx(expected / b, rel=1e-10)
+    found.backward()  # the penalty is differentiable with respect to the weights
+    assert linear.weight.grad is not None and float(linear.weight.grad.abs().sum()) > 0
+
+
+def test_rrr_needs_the_teachers_lung_masks() -> None:
+    task = _task()  # a plain classifier as teacher: no segmenter, no masks
+    with pytest.raises(ValueError, match="rrr needs lung masks"):
+        RRRStep(task, torch.optim.SGD(task.student.parameters(), lr=0.1))

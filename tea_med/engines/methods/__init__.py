@@ -8,6 +8,7 @@ method loss                                                         module
 tea    the TEA loss on LRP-ε heatmaps (the default)                 ``steps``
 erm    cross-entropy on the labels                                  ``erm``
 kd     output distillation, Hinton et al. 2015                      ``kd``
+rrr    cross-entropy + background input-gradient penalty (Ross 2017) ``rrr``
 ====== ============================================================ ===========
 """
 
@@ -20,9 +21,10 @@ import torch
 from tea_med.engines.methods.base import MethodStep
 from tea_med.engines.methods.erm import ERMStep
 from tea_med.engines.methods.kd import KDStep, distillation_loss
+from tea_med.engines.methods.rrr import RRRStep, input_gradient_penalty
 from tea_med.engines.task import TEATask
 
-METHODS = ("tea", "erm", "kd")
+METHODS = ("tea", "erm", "kd", "rrr")
 
 
 def training_step(
@@ -34,6 +36,7 @@ def training_step(
     kd_temperature: float = 4.0,
     kd_weight: float = 1.0,
     kd_ce_weight: float = 0.0,
+    rrr_weight: float = 1e4,
 ) -> Any:
     """The ``iteration_update`` of ``method`` (one of :data:`METHODS`)."""
     from tea_med.engines.steps import TEATrainStep
@@ -44,7 +47,18 @@ def training_step(
         return TEATrainStep(task, optimizer, max_grad_norm, teacher_optimizer)
     if method == "erm":
         return ERMStep(task, optimizer, max_grad_norm)
+    if method == "rrr":
+        return RRRStep(task, optimizer, max_grad_norm, rrr_weight)
     return KDStep(task, optimizer, max_grad_norm, kd_temperature, kd_weight, kd_ce_weight)
 
 
-__all__ = ["METHODS", "ERMStep", "KDStep", "MethodStep", "distillation_loss", "training_step"]
+__all__ = [
+    "METHODS",
+    "ERMStep",
+    "KDStep",
+    "MethodStep",
+    "RRRStep",
+    "distillation_loss",
+    "input_gradient_penalty",
+    "training_step",
+]

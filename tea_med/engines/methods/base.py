@@ -30,6 +30,8 @@ class MethodStep(ABC):
 
     #: whether the method needs the manifest's labels
     needs_labels = False
+    #: whether the loss differentiates the student's output with respect to its input
+    needs_input_grad = False
 
     def __init__(self, task: TEATask, optimizer: torch.optim.Optimizer, max_grad_norm: float = 1.0) -> None:
         if task.teacher_ce_weight is not None:
@@ -59,6 +61,8 @@ class MethodStep(ABC):
                 f"{type(self).__name__} needs labels: the manifest's training records have no 'label'"
             )
         self.task.train()
+        if self.needs_input_grad:
+            x = x.detach().requires_grad_(True)
         with torch.no_grad():
             teacher_logits = self.task.teacher(x)
         student_logits = self.task.student(x)
