@@ -289,6 +289,7 @@ def test_the_student_picks_its_best_checkpoint_by_a_metric_comparable_between_ep
         ("erm", "ERMStep", "val_auc"),
         ("kd", "KDStep", "val_auc"),
         ("rrr", "RRRStep", "val_auc"),
+        ("gradcam_kd", "GradCAMKDStep", "val_auc"),
     ],
 )
 def test_the_student_method_selects_its_step_loss_name_and_selection(
@@ -300,7 +301,8 @@ def test_the_student_method_selects_its_step_loss_name_and_selection(
     assert parser.get_parsed_content("train#trainer").state.key_metric_name == f"train_{method}_loss"
     assert parser.get_parsed_content("validate#evaluator").state.key_metric_name == selection
     params = parser.get_parsed_content("tracking_params")
-    assert params["method"] == method and (params["kd_temperature"] is None) == (method != "kd")
+    assert params["method"] == method
+    assert (params["kd_temperature"] is None) == (method not in ("kd", "gradcam_kd"))
 
 
 def test_an_unknown_selection_metric_is_named() -> None:

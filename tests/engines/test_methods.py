@@ -11,10 +11,12 @@ import torch
 from tea_med.engines import TEATask
 from tea_med.engines.methods import (
     ERMStep,
+    GradCAMKDStep,
     KDStep,
     RRRStep,
     distillation_loss,
     input_gradient_penalty,
+    map_dissimilarity,
     training_step,
 )
 from tea_med.networks import densenet121
@@ -85,7 +87,7 @@ def test_a_step_trains_the_student_only() -> None:
 def test_methods_refuse_what_they_cannot_do() -> None:
     task = _task()
     opt = torch.optim.SGD(task.student.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="method must be one of tea, erm, kd, rrr, got 'gain'"):
+    with pytest.raises(ValueError, match="method must be one of tea, erm, kd, rrr, gradcam_kd, got 'gain'"):
         training_step("gain", task, opt)
     with pytest.raises(ValueError, match="kd_temperature must be > 0"):
         KDStep(task, opt, temperature=0)
@@ -129,3 +131,35 @@ def test_rrr_needs_the_teachers_lung_masks() -> None:
     task = _task()  # a plain classifier as teacher: no segmenter, no masks
     with pytest.raises(ValueError, match="rrr needs lung masks"):
         RRRStep(task, torch.optim.SGD(task.student.parameters(), lr=0.1))
+
+
+def test_map_dissimilarity_is_one_minus_the_cosine_of_the_flattened_maps() -> None:
+    a = np.array([[[[1.0, 0.0], [2.0, 1.0]]], [[[0.0, 3.0], [0.0, 0.0]]]])
+    b = np.array([[[[1.0, 1.0], [1.0, 1.0]]], [[[0.0, 1.0], [0.0, 0.0]]]])
+    cos = [float(a[i].ravel() @ b[i].ravel() / np.linalg.norm(a[i]) / np.linalg.norm(b[i])) for i in range(2)]
+    found = map_dissimilarity(torch.tensor(a), torch.tensor(b))
+    assert float(found) == pytest.approx(np.mean([1 - c for c in cos]), rel=1e-10)
+
+
+def test_gradcam_kd_is_zero_for_a_student_identical_to_its_teacher_and_kd_otherwise() -> None:
+    torch.manual_seed(0)
+    teacher = densenet121(num_classes=3).eval()
+    student = densenet121(num_classes=3).eval()
+    student.load_state_dict(teacher.state_dict())
+    task = TEATask(teacher, student)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        z = teacher(x)
+    step = GradCAMKDStep(task, opt)
+    assert float(step.loss(x, None, student(x), z)) == pytest.approx(0.0, abs=1e-6)  # same maps, same outputs
+    torch.manual_seed(5)
+    other = densenet121(num_classes=3).eval()
+    kd_only = GradCAMKDStep(
+        TEATask(teacher, other), torch.optim.SGD(other.parameters(), lr=0.1), cam_weight=0.0
+    )
+    with torch.no_grad():
+        zs = other(x)
+    p_t, p_s = _softmax(z.numpy() / 4.0), _softmax(zs.numpy() / 4.0)
+    expected = 0.1 * 16.0 * np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1))
+    assert float(kd_only.loss(x, None, other(x), z)) == pytest.approx(expected, rel=1e-3)  # float32 logits

@@ -2,14 +2,12 @@
 student bundle's ``train.yaml``). Each shares the TEA student's initialisation, engines,
 handlers, checkpoints and tracking; only the loss differs.
 
-====== ============================================================ ===========
-method loss                                                         module
-====== ============================================================ ===========
-tea    the TEA loss on LRP-ε heatmaps (the default)                 ``steps``
-erm    cross-entropy on the labels                                  ``erm``
-kd     output distillation, Hinton et al. 2015                      ``kd``
-rrr    cross-entropy + background input-gradient penalty (Ross 2017) ``rrr``
-====== ============================================================ ===========
+- ``tea``: the TEA loss on LRP-ε heatmaps (the default; :class:`~tea_med.engines.TEATrainStep`);
+- ``erm``: cross-entropy on the labels (:mod:`.erm`);
+- ``kd``: output distillation, Hinton et al. 2015 (:mod:`.kd`);
+- ``rrr``: cross-entropy plus the background input-gradient penalty, Ross et al. 2017 (:mod:`.rrr`);
+- ``gradcam_kd``: Grad-CAM matching plus output distillation, Parchami-Araghi et al. 2024
+  (:mod:`.gradcam_kd`).
 """
 
 from __future__ import annotations
@@ -20,11 +18,12 @@ import torch
 
 from tea_med.engines.methods.base import MethodStep
 from tea_med.engines.methods.erm import ERMStep
+from tea_med.engines.methods.gradcam_kd import GradCAMKDStep, map_dissimilarity
 from tea_med.engines.methods.kd import KDStep, distillation_loss
 from tea_med.engines.methods.rrr import RRRStep, input_gradient_penalty
 from tea_med.engines.task import TEATask
 
-METHODS = ("tea", "erm", "kd", "rrr")
+METHODS = ("tea", "erm", "kd", "rrr", "gradcam_kd")
 
 
 def training_step(
@@ -37,6 +36,8 @@ def training_step(
     kd_weight: float = 1.0,
     kd_ce_weight: float = 0.0,
     rrr_weight: float = 1e4,
+    gradcam_weight: float = 1.0,
+    gradcam_kd_weight: float = 0.1,
 ) -> Any:
     """The ``iteration_update`` of ``method`` (one of :data:`METHODS`)."""
     from tea_med.engines.steps import TEATrainStep
@@ -49,16 +50,22 @@ def training_step(
         return ERMStep(task, optimizer, max_grad_norm)
     if method == "rrr":
         return RRRStep(task, optimizer, max_grad_norm, rrr_weight)
+    if method == "gradcam_kd":
+        return GradCAMKDStep(
+            task, optimizer, max_grad_norm, gradcam_weight, gradcam_kd_weight, kd_temperature
+        )
     return KDStep(task, optimizer, max_grad_norm, kd_temperature, kd_weight, kd_ce_weight)
 
 
 __all__ = [
     "METHODS",
     "ERMStep",
+    "GradCAMKDStep",
     "KDStep",
     "MethodStep",
     "RRRStep",
     "distillation_loss",
     "input_gradient_penalty",
+    "map_dissimilarity",
     "training_step",
 ]
