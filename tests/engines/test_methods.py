@@ -12,6 +12,7 @@ from tea_med.engines import TEATask
 from tea_med.engines.methods import (
     ERMStep,
     GradCAMKDStep,
+    GroupDROStep,
     KDStep,
     RRRStep,
     distillation_loss,
@@ -87,7 +88,9 @@ def test_a_step_trains_the_student_only() -> None:
 def test_methods_refuse_what_they_cannot_do() -> None:
     task = _task()
     opt = torch.optim.SGD(task.student.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="method must be one of tea, erm, kd, rrr, gradcam_kd, got 'gain'"):
+    with pytest.raises(
+        ValueError, match="method must be one of tea, erm, kd, rrr, gradcam_kd, group_dro, got 'gain'"
+    ):
         training_step("gain", task, opt)
     with pytest.raises(ValueError, match="kd_temperature must be > 0"):
         KDStep(task, opt, temperature=0)
@@ -163,3 +166,29 @@ def test_gradcam_kd_is_zero_for_a_student_identical_to_its_teacher_and_kd_otherw
     p_t, p_s = _softmax(z.numpy() / 4.0), _softmax(zs.numpy() / 4.0)
     expected = 0.1 * 16.0 * np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1))
     assert float(kd_only.loss(x, None, other(x), z)) == pytest.approx(expected, rel=1e-3)  # float32 logits
+
+
+def test_group_dro_weights_the_worse_group_up_as_sagawa_et_al_do() -> None:
+    task = _task()
+    step = GroupDROStep(task, torch.optim.SGD(task.student.parameters(), lr=0.1), step_size=0.5)
+    s = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 3.0], [0.0, 2.0, 0.0]])
+    y = torch.tensor([0, 1, 0, 0])
+    step._batch_groups = ["H1", "H1", "H2", "H2"]
+    found = float(step.loss(s, y, s, s))
+    p = _softmax(s.numpy())
+    ce = -np.log(p[np.arange(4), y.numpy()])
+    losses = np.array([ce[:2].mean(), ce[2:].mean()])
+    q = np.array([0.5, 0.5]) * np.exp(0.5 * losses)  # both groups start at 1/2
+    q /= q.sum()
+    assert found == pytest.approx(float(q @ losses), rel=1e-6)
+    assert step.groups == ["H1", "H2"] and float(step.weights[1]) > float(step.weights[0])  # H2 is worse
+    restored = GroupDROStep(task, torch.optim.SGD(task.student.parameters(), lr=0.1))
+    restored.load_state_dict(step.state_dict())
+    assert restored.groups == step.groups and torch.equal(restored.weights, step.weights)
+
+
+def test_group_dro_names_the_missing_source() -> None:
+    task = _task()
+    step = GroupDROStep(task, torch.optim.SGD(task.student.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="needs each training record's 'source'"):
+        step(object(), {"image": torch.rand(2, 3, 32, 32), "label": torch.tensor([0, 1])})  # type: ignore[arg-type]

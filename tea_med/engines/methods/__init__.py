@@ -7,7 +7,8 @@ handlers, checkpoints and tracking; only the loss differs.
 - ``kd``: output distillation, Hinton et al. 2015 (:mod:`.kd`);
 - ``rrr``: cross-entropy plus the background input-gradient penalty, Ross et al. 2017 (:mod:`.rrr`);
 - ``gradcam_kd``: Grad-CAM matching plus output distillation, Parchami-Araghi et al. 2024
-  (:mod:`.gradcam_kd`).
+  (:mod:`.gradcam_kd`);
+- ``group_dro``: group DRO over the source hospitals, Sagawa et al. 2020 (:mod:`.group_dro`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import torch
 from tea_med.engines.methods.base import MethodStep
 from tea_med.engines.methods.erm import ERMStep
 from tea_med.engines.methods.gradcam_kd import GradCAMKDStep, map_dissimilarity
+from tea_med.engines.methods.group_dro import GroupDROStep
 from tea_med.engines.methods.kd import KDStep, distillation_loss
 from tea_med.engines.methods.rrr import RRRStep, input_gradient_penalty
 from tea_med.engines.task import TEATask
 
-METHODS = ("tea", "erm", "kd", "rrr", "gradcam_kd")
+METHODS = ("tea", "erm", "kd", "rrr", "gradcam_kd", "group_dro")
 
 
 def training_step(
@@ -38,6 +40,7 @@ def training_step(
     rrr_weight: float = 1e4,
     gradcam_weight: float = 1.0,
     gradcam_kd_weight: float = 0.1,
+    group_dro_step_size: float = 0.01,
 ) -> Any:
     """The ``iteration_update`` of ``method`` (one of :data:`METHODS`)."""
     from tea_med.engines.steps import TEATrainStep
@@ -50,6 +53,8 @@ def training_step(
         return ERMStep(task, optimizer, max_grad_norm)
     if method == "rrr":
         return RRRStep(task, optimizer, max_grad_norm, rrr_weight)
+    if method == "group_dro":
+        return GroupDROStep(task, optimizer, max_grad_norm, group_dro_step_size)
     if method == "gradcam_kd":
         return GradCAMKDStep(
             task, optimizer, max_grad_norm, gradcam_weight, gradcam_kd_weight, kd_temperature
@@ -61,6 +66,7 @@ __all__ = [
     "METHODS",
     "ERMStep",
     "GradCAMKDStep",
+    "GroupDROStep",
     "KDStep",
     "MethodStep",
     "RRRStep",
