@@ -291,6 +291,7 @@ def test_the_student_picks_its_best_checkpoint_by_a_metric_comparable_between_ep
         ("rrr", "RRRStep", "val_auc"),
         ("gradcam_kd", "GradCAMKDStep", "val_auc"),
         ("group_dro", "GroupDROStep", "val_auc"),
+        ("irm", "IRMStep", "val_auc"),
     ],
 )
 def test_the_student_method_selects_its_step_loss_name_and_selection(

@@ -12,7 +12,7 @@ from ignite.engine import Events
 pytestmark = pytest.mark.slow  # trains the bundle
 
 
-@pytest.mark.parametrize("method", ["erm", "kd", "rrr", "gradcam_kd", "group_dro"])
+@pytest.mark.parametrize("method", ["erm", "kd", "rrr", "gradcam_kd", "group_dro", "irm"])
 def test_each_method_trains_through_the_bundle_and_its_loss_falls(
     method: str, phantoms: Path, teacher_ckpt: Path, tmp_path: Path
 ) -> None:

@@ -13,10 +13,12 @@ from tea_med.engines.methods import (
     ERMStep,
     GradCAMKDStep,
     GroupDROStep,
+    IRMStep,
     KDStep,
     RRRStep,
     distillation_loss,
     input_gradient_penalty,
+    irm_penalty,
     map_dissimilarity,
     training_step,
 )
@@ -89,7 +91,7 @@ def test_methods_refuse_what_they_cannot_do() -> None:
     task = _task()
     opt = torch.optim.SGD(task.student.parameters(), lr=0.1)
     with pytest.raises(
-        ValueError, match="method must be one of tea, erm, kd, rrr, gradcam_kd, group_dro, got 'gain'"
+        ValueError, match="method must be one of tea, erm, kd, rrr, gradcam_kd, group_dro, irm, got 'gain'"
     ):
         training_step("gain", task, opt)
     with pytest.raises(ValueError, match="kd_temperature must be > 0"):
@@ -192,3 +194,32 @@ def test_group_dro_names_the_missing_source() -> None:
     step = GroupDROStep(task, torch.optim.SGD(task.student.parameters(), lr=0.1))
     with pytest.raises(ValueError, match="needs each training record's 'source'"):
         step(object(), {"image": torch.rand(2, 3, 32, 32), "label": torch.tensor([0, 1])})  # type: ignore[arg-type]
+
+
+def test_the_irm_penalty_is_the_squared_derivative_of_the_scaled_risk() -> None:
+    z = np.array([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 1.0]])
+    y = np.array([0, 2, 2])
+    p = _softmax(z)
+    # d/ds CE(s z, y) at s = 1 is the mean over images of sum_k p_k z_k - z_y
+    derivative = np.mean((p * z).sum(axis=1) - z[np.arange(3), y])
+    found = irm_penalty(torch.tensor(z, requires_grad=True), torch.tensor(y))
+    assert float(found) == pytest.approx(derivative**2, rel=1e-10)
+
+
+def test_irm_averages_risks_and_penalties_over_the_hospitals_after_its_anneal() -> None:
+    task = _task()
+    step = IRMStep(task, torch.optim.SGD(task.student.parameters(), lr=0.1), weight=100.0, anneal_steps=3)
+    z = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 3.0], [0.0, 2.0, 0.0]], requires_grad=True)
+    y = torch.tensor([0, 1, 0, 0])
+    step._environments = ["H2", "H1", "H1", "H2"]
+    p = _softmax(z.detach().numpy())
+    ce = -np.log(p[np.arange(4), y.numpy()])
+    deriv = (p * z.detach().numpy()).sum(axis=1) - z.detach().numpy()[np.arange(4), y.numpy()]
+    risks = np.array([ce[[1, 2]].mean(), ce[[0, 3]].mean()])
+    penalties = np.array([deriv[[1, 2]].mean() ** 2, deriv[[0, 3]].mean() ** 2])
+    step._iteration = 2  # during the anneal: weight 1
+    assert float(step.loss(z, y, z, z)) == pytest.approx(risks.mean() + penalties.mean(), rel=1e-6)
+    step._iteration = 4  # after it: weight 100, the loss divided by 100
+    assert float(step.loss(z, y, z, z)) == pytest.approx(
+        (risks.mean() + 100 * penalties.mean()) / 100, rel=1e-6
+    )

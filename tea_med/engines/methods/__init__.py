@@ -8,7 +8,8 @@ handlers, checkpoints and tracking; only the loss differs.
 - ``rrr``: cross-entropy plus the background input-gradient penalty, Ross et al. 2017 (:mod:`.rrr`);
 - ``gradcam_kd``: Grad-CAM matching plus output distillation, Parchami-Araghi et al. 2024
   (:mod:`.gradcam_kd`);
-- ``group_dro``: group DRO over the source hospitals, Sagawa et al. 2020 (:mod:`.group_dro`).
+- ``group_dro``: group DRO over the source hospitals, Sagawa et al. 2020 (:mod:`.group_dro`);
+- ``irm``: IRMv1 over the source hospitals, Arjovsky et al. 2019 (:mod:`.irm`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from tea_med.engines.methods.base import MethodStep
 from tea_med.engines.methods.erm import ERMStep
 from tea_med.engines.methods.gradcam_kd import GradCAMKDStep, map_dissimilarity
 from tea_med.engines.methods.group_dro import GroupDROStep
+from tea_med.engines.methods.irm import IRMStep, irm_penalty
 from tea_med.engines.methods.kd import KDStep, distillation_loss
 from tea_med.engines.methods.rrr import RRRStep, input_gradient_penalty
 from tea_med.engines.task import TEATask
 
-METHODS = ("tea", "erm", "kd", "rrr", "gradcam_kd", "group_dro")
+METHODS = ("tea", "erm", "kd", "rrr", "gradcam_kd", "group_dro", "irm")
 
 
 def training_step(
@@ -41,6 +43,8 @@ def training_step(
     gradcam_weight: float = 1.0,
     gradcam_kd_weight: float = 0.1,
     group_dro_step_size: float = 0.01,
+    irm_weight: float = 1e4,
+    irm_anneal_steps: int = 100,
 ) -> Any:
     """The ``iteration_update`` of ``method`` (one of :data:`METHODS`)."""
     from tea_med.engines.steps import TEATrainStep
@@ -53,6 +57,8 @@ def training_step(
         return ERMStep(task, optimizer, max_grad_norm)
     if method == "rrr":
         return RRRStep(task, optimizer, max_grad_norm, rrr_weight)
+    if method == "irm":
+        return IRMStep(task, optimizer, max_grad_norm, irm_weight, irm_anneal_steps)
     if method == "group_dro":
         return GroupDROStep(task, optimizer, max_grad_norm, group_dro_step_size)
     if method == "gradcam_kd":
@@ -67,11 +73,13 @@ __all__ = [
     "ERMStep",
     "GradCAMKDStep",
     "GroupDROStep",
+    "IRMStep",
     "KDStep",
     "MethodStep",
     "RRRStep",
     "distillation_loss",
     "input_gradient_penalty",
+    "irm_penalty",
     "map_dissimilarity",
     "training_step",
 ]
