@@ -51,6 +51,18 @@ _fraction = _checked(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]", " (
 _positive_float = _checked(float, lambda v: v > 0, "a number > 0", " (LRP-ε: typically 0.001..0.1)")
 
 
+def _add_override(p: argparse.ArgumentParser) -> None:
+    """``--override KEY=VALUE``: replace an id of the bundle's config (see ``parse_override``)."""
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace a config id (repeatable; VALUE parsed as JSON when possible), "
+        "e.g. --override image_size=32 --override segmenter_profile=small",
+    )
+
+
 def _error(command: str, message: object) -> int:
     print(f"tea-med {command}: error: {message}", file=sys.stderr)
     return 2
@@ -264,14 +276,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of a teacher's background noise (default 0)")
-    p.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="replace a config id (repeatable; VALUE parsed as JSON when possible), "
-        "e.g. --override image_size=32 --override segmenter_profile=small",
-    )
+    _add_override(p)
 
     def run(args: argparse.Namespace) -> int:
 
@@ -377,13 +382,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "into BUNDLE; needs --tracking-uri (or MLFLOW_TRACKING_URI)",
     )
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for --from-registry")
-    p.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="replace a config id (repeatable)",
-    )
+    _add_override(p)
 
     def run(args: argparse.Namespace) -> int:
         from tea_med.deploy.bundle import BundleError, MissingCheckpointError, parse_override
@@ -457,13 +456,7 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eps", type=_positive_float, default=None, help="LRP ε (default: the bundle's heatmap_eps)"
     )
-    p.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="replace a config id (repeatable)",
-    )
+    _add_override(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:

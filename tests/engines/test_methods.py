@@ -175,7 +175,7 @@ def test_group_dro_weights_the_worse_group_up_as_sagawa_et_al_do() -> None:
     step = GroupDROStep(task, torch.optim.SGD(task.student.parameters(), lr=0.1), step_size=0.5)
     s = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 3.0], [0.0, 2.0, 0.0]])
     y = torch.tensor([0, 1, 0, 0])
-    step._batch_groups = ["H1", "H1", "H2", "H2"]
+    step.batch_groups = ["H1", "H1", "H2", "H2"]
     found = float(step.loss(s, y, s, s))
     p = _softmax(s.numpy())
     ce = -np.log(p[np.arange(4), y.numpy()])
@@ -211,15 +211,15 @@ def test_irm_averages_risks_and_penalties_over_the_hospitals_after_its_anneal() 
     step = IRMStep(task, torch.optim.SGD(task.student.parameters(), lr=0.1), weight=100.0, anneal_steps=3)
     z = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 3.0], [0.0, 2.0, 0.0]], requires_grad=True)
     y = torch.tensor([0, 1, 0, 0])
-    step._environments = ["H2", "H1", "H1", "H2"]
+    step.batch_groups = ["H2", "H1", "H1", "H2"]
     p = _softmax(z.detach().numpy())
     ce = -np.log(p[np.arange(4), y.numpy()])
     deriv = (p * z.detach().numpy()).sum(axis=1) - z.detach().numpy()[np.arange(4), y.numpy()]
     risks = np.array([ce[[1, 2]].mean(), ce[[0, 3]].mean()])
     penalties = np.array([deriv[[1, 2]].mean() ** 2, deriv[[0, 3]].mean() ** 2])
-    step._iteration = 2  # during the anneal: weight 1
+    step.iteration = 2  # during the anneal: weight 1
     assert float(step.loss(z, y, z, z)) == pytest.approx(risks.mean() + penalties.mean(), rel=1e-6)
-    step._iteration = 4  # after it: weight 100, the loss divided by 100
+    step.iteration = 4  # after it: weight 100, the loss divided by 100
     assert float(step.loss(z, y, z, z)) == pytest.approx(
         (risks.mean() + 100 * penalties.mean()) / 100, rel=1e-6
     )

@@ -32,6 +32,9 @@ class MethodStep(ABC):
     needs_labels = False
     #: whether the loss differentiates the student's output with respect to its input
     needs_input_grad = False
+    #: the batch key of each image's group (the manifest's ``source``) for methods over groups;
+    #: ``None``: groups are not read
+    group_key: str | None = None
 
     def __init__(self, task: TEATask, optimizer: torch.optim.Optimizer, max_grad_norm: float = 1.0) -> None:
         if task.teacher_ce_weight is not None:
@@ -41,6 +44,9 @@ class MethodStep(ABC):
         self.task = task
         self.optimizer = optimizer
         self.max_grad_norm = max_grad_norm
+        #: the groups of the current batch and the engine's iteration, for :meth:`loss`
+        self.batch_groups: list[str] = []
+        self.iteration = 0
 
     @abstractmethod
     def loss(
@@ -53,6 +59,15 @@ class MethodStep(ABC):
         """The method's scalar loss for one batch (differentiable w.r.t. the student)."""
 
     def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.group_key is not None:
+            if self.group_key not in batch:
+                name = type(self).__name__
+                raise ValueError(
+                    f"{name} needs each training record's '{self.group_key}' (its source hospital) in the "
+                    "manifest; the batch has none"
+                )
+            self.batch_groups = [str(g) for g in batch[self.group_key]]
+        self.iteration = int(getattr(engine.state, "iteration", 0) or 0)
         device = engine_device(engine, self.task)
         x = plain_tensor(batch["image"], device)
         label = plain_tensor(batch["label"], device).long().reshape(-1) if "label" in batch else None

@@ -11,7 +11,6 @@ each resumable checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -46,16 +45,6 @@ class GroupDROStep(MethodStep):
         self.group_key = group_key
         self.groups: list[str] = []
         self.weights = torch.zeros(0, dtype=torch.float64)
-        self._batch_groups: Sequence[str] = ()
-
-    def __call__(self, engine: Any, batch: dict[str, Any]) -> dict[str, Any]:
-        if self.group_key not in batch:
-            raise ValueError(
-                f"group_dro needs each training record's '{self.group_key}' (its source hospital) in the "
-                "manifest; the batch has none"
-            )
-        self._batch_groups = [str(g) for g in batch[self.group_key]]
-        return super().__call__(engine, batch)
 
     def _index(self, name: str) -> int:
         if name not in self.groups:
@@ -75,7 +64,7 @@ class GroupDROStep(MethodStep):
     ) -> torch.Tensor:
         assert label is not None  # checked by MethodStep
         per_image = F.cross_entropy(student_logits, label, reduction="none")
-        index = torch.tensor([self._index(g) for g in self._batch_groups], device=per_image.device)
+        index = torch.tensor([self._index(g) for g in self.batch_groups], device=per_image.device)
         present = torch.unique(index)
         group_loss = torch.stack([per_image[index == g].mean() for g in present])
         with torch.no_grad():  # exponentiated-gradient ascent on the weights of the groups present

@@ -11,9 +11,6 @@ over the environments ``e`` present in the batch. The weight is 1 for the first
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
@@ -56,18 +53,6 @@ class IRMStep(MethodStep):
         self.weight = float(weight)
         self.anneal_steps = int(anneal_steps)
         self.group_key = group_key
-        self._environments: Sequence[str] = ()
-        self._iteration = 0
-
-    def __call__(self, engine: Any, batch: dict[str, Any]) -> dict[str, Any]:
-        if self.group_key not in batch:
-            raise ValueError(
-                f"irm needs each training record's '{self.group_key}' (its source hospital) in the manifest; "
-                "the batch has none"
-            )
-        self._environments = [str(g) for g in batch[self.group_key]]
-        self._iteration = int(getattr(engine.state, "iteration", 0) or 0)
-        return super().__call__(engine, batch)
 
     def loss(
         self,
@@ -77,15 +62,13 @@ class IRMStep(MethodStep):
         teacher_logits: torch.Tensor,
     ) -> torch.Tensor:
         assert label is not None  # checked by MethodStep
-        names = sorted(set(self._environments))
+        names = sorted(set(self.batch_groups))
         risks, penalties = [], []
         for name in names:
-            idx = torch.tensor(
-                [i for i, g in enumerate(self._environments) if g == name], device=label.device
-            )
+            idx = torch.tensor([i for i, g in enumerate(self.batch_groups) if g == name], device=label.device)
             risks.append(F.cross_entropy(student_logits[idx], label[idx]))
             penalties.append(irm_penalty(student_logits[idx], label[idx]))
-        weight = self.weight if self._iteration > self.anneal_steps else 1.0
+        weight = self.weight if self.iteration > self.anneal_steps else 1.0
         loss = torch.stack(risks).mean() + weight * torch.stack(penalties).mean()
         return loss / weight if weight > 1.0 else loss
 
