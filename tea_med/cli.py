@@ -74,7 +74,8 @@ def _add_phantoms(sub: argparse._SubParsersAction) -> None:
         help="write a synthetic multi-hospital chest X-ray data set (DICOM/PNG, masks, datalists)",
         description=(
             "Generate seeded chest X-ray phantoms (normal / pneumonia / covid) from six synthetic "
-            "hospitals whose background signature is confounded with the class in training. Writes "
+            "hospitals. The class's shortcut is the hospital's background signature (--bias "
+            "background) or a device marker inside the lungs (--bias foreground). Writes "
             "images/, masks/, datalist_<format>.json and examples.png under OUT."
         ),
     )
@@ -86,7 +87,16 @@ def _add_phantoms(sub: argparse._SubParsersAction) -> None:
         "--confounding",
         type=_fraction,
         default=1.0,
-        help="class-hospital correlation in training/validation/test_biased, 0..1 (default 1.0)",
+        help="class-hospital (--bias background) or class-marker (--bias foreground) correlation "
+        "in training/validation/test_biased, 0..1 (default 1.0)",
+    )
+    p.add_argument(
+        "--bias",
+        choices=("background", "foreground"),
+        default="background",
+        help="background: each training class from its own hospital, whose signature lies outside "
+        "the lungs; foreground: hospitals independent of the class, a class-correlated device "
+        "marker (pacemaker / electrode / port) inside the lungs (default background)",
     )
     p.add_argument(
         "--format", choices=("dicom", "png", "both"), default="both", help="image files (default both)"
@@ -109,6 +119,7 @@ def _add_phantoms(sub: argparse._SubParsersAction) -> None:
                 size=args.size,
                 seed=args.seed,
                 confounding=args.confounding,
+                bias=args.bias,
                 formats=formats,
                 grid=not args.no_grid,
                 overwrite=args.overwrite,
@@ -120,7 +131,10 @@ def _add_phantoms(sub: argparse._SubParsersAction) -> None:
         except (ValueError, OSError) as exc:
             return _error("phantoms", exc)
         seconds = time.perf_counter() - start
-        print(f"wrote {len(SPLITS) * args.n} phantoms ({args.size} px, seed {args.seed}) in {seconds:.1f} s")
+        print(
+            f"wrote {len(SPLITS) * args.n} phantoms ({args.size} px, seed {args.seed}, {args.bias} bias) "
+            f"in {seconds:.1f} s"
+        )
         for name, path in written.items():
             print(f"  {name}: {path}")
         return 0

@@ -4,7 +4,8 @@ Layout under the output folder::
 
     images/<split>/<split>-<index>.dcm|.png  the X-rays (DICOM as each hospital's scanner writes)
     masks/<split>/<split>-<index>.png        exact lung masks (0 / 255)
-    datalist_dicom.json, datalist_png.json  one MONAI datalist per written format
+    datalist_dicom.json, datalist_png.json  one MONAI datalist per written format (records carry
+                                            "marker" in the foreground variant)
     examples.png                            example grid: a row per split, columns per class
 """
 
@@ -23,8 +24,10 @@ from tqdm.auto import tqdm
 
 from tea_med.data.dicom_writer import write_dicom
 from tea_med.data.phantoms import (
+    BIASES,
     CLASSES,
     HOSPITALS,
+    MARKERS,
     SPLITS,
     TRAIN_HOSPITALS,
     UNSEEN_HOSPITALS,
@@ -87,10 +90,12 @@ def save_example_grid(
     path: str | os.PathLike[str],
     *,
     per_class: int = 2,
+    bias: str = "background",
 ) -> Path:
     """Save a grid of examples: one row per split, ``per_class`` columns per class.
 
-    Each panel shows the image with its lung-mask outline and is titled class / hospital.
+    Each panel shows the image with its lung-mask outline and is titled class / hospital, and
+    for the foreground variant (``bias="foreground"``) also the device marker.
     """
     from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
@@ -108,7 +113,10 @@ def save_example_grid(
                     spec, image, mask = chosen[k]
                     ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
                     ax.contour(mask, levels=[0.5], colors="lime", linewidths=0.4)
-                    ax.set_title(f"{label} / {spec.hospital}", fontsize=7)
+                    title = f"{label} / {spec.hospital}"
+                    if bias == "foreground":
+                        title += f"\n{spec.marker or 'no marker'}"
+                    ax.set_title(title, fontsize=7)
         axes[r, 0].text(
             -0.08,
             0.5,
@@ -119,7 +127,10 @@ def save_example_grid(
             va="center",
             fontsize=8,
         )
-    fig.suptitle("tea_med phantoms: lung outline in green; hospital signature outside the lungs", fontsize=9)
+    shortcut = (
+        "device marker inside the lungs" if bias == "foreground" else "hospital signature outside the lungs"
+    )
+    fig.suptitle(f"tea_med phantoms: lung outline in green; {shortcut}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +160,7 @@ def write_phantoms(
     size: int = 224,
     seed: int = 0,
     confounding: float = 1.0,
+    bias: str = "background",
     formats: Sequence[str] = FORMATS,
     grid: bool = True,
     overwrite: bool = False,
@@ -162,8 +174,11 @@ def write_phantoms(
             test_deceiving).
         size: image side in pixels.
         seed: data set seed (same seed, same files).
-        confounding: class-hospital correlation strength in training / validation /
-            test_biased, in ``[0, 1]``.
+        confounding: class-hospital (background) or class-marker (foreground) correlation
+            strength in training / validation / test_biased, in ``[0, 1]``.
+        bias: ``"background"`` (the class's shortcut is its hospital's signature outside the
+            lungs) or ``"foreground"`` (a class-correlated device marker inside the lungs; the
+            hospital is independent of the class); see :func:`tea_med.data.phantoms.plan_phantoms`.
         formats: any of ``"dicom"``, ``"png"``.
         grid: also save ``examples.png``.
         progress: show a progress bar.
@@ -177,18 +192,22 @@ def write_phantoms(
         raise ValueError(f"formats must be a non-empty selection of {FORMATS}, got {list(formats)}")
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n (images per split) must be an int >= 1, got {n!r}")
+    if bias not in BIASES:
+        raise ValueError(f"bias must be one of {BIASES}, got {bias!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; choose a new folder or pass overwrite=True")
-    specs = plan_phantoms(n, seed=seed, confounding=confounding)
+    specs = plan_phantoms(n, seed=seed, confounding=confounding, bias=bias)
     records: dict[str, dict[str, list[dict[str, Any]]]] = {f: {s: [] for s in SPLITS} for f in formats}
     examples: list[tuple[PhantomSpec, np.ndarray, np.ndarray]] = []
     shown: dict[tuple[str, str], int] = {}
     for spec in tqdm(specs, desc="phantoms", unit="img", disable=not progress):
         hospital = get_hospital(spec.hospital)
-        image, mask = generate_phantom(spec.label, hospital, size, np.random.default_rng(spec.seed))
+        image, mask = generate_phantom(
+            spec.label, hospital, size, np.random.default_rng(spec.seed), marker=spec.marker
+        )
         stem = f"{spec.split}-{spec.index:05d}"  # file names carry no patient identifier
         mask_rel = Path("masks", spec.split, f"{stem}.png")
         (out / mask_rel).parent.mkdir(parents=True, exist_ok=True)
@@ -199,25 +218,33 @@ def write_phantoms(
                 _write_dicom(out / rel, spec, image, hospital, seed)
             else:
                 _write_png(out / rel, image, hospital.png_bits)
-            records[fmt][spec.split].append(
-                {
-                    "image": rel.as_posix(),
-                    "label": spec.label,
-                    "mask": mask_rel.as_posix(),
-                    "source": spec.hospital,
-                    "patient_id": spec.patient_id,
-                }
-            )
+            record: dict[str, Any] = {
+                "image": rel.as_posix(),
+                "label": spec.label,
+                "mask": mask_rel.as_posix(),
+                "source": spec.hospital,
+                "patient_id": spec.patient_id,
+            }
+            if bias == "foreground":
+                record["marker"] = spec.marker
+            records[fmt][spec.split].append(record)
         key = (spec.split, spec.label)
         if grid and shown.get(key, 0) < 2:
             shown[key] = shown.get(key, 0) + 1
             examples.append((spec, image, mask))
 
+    pairing: dict[str, Any]
+    if bias == "foreground":
+        shortcut = "a device-marker shortcut inside the lungs"
+        pairing = {"marker_pairing": dict(zip(CLASSES, MARKERS, strict=True))}
+    else:
+        shortcut = "a hospital shortcut outside the lungs"
+        pairing = {"training_pairing": {c: h.name for c, h in zip(CLASSES, TRAIN_HOSPITALS, strict=True)}}
     written: dict[str, Path] = {}
     for fmt in formats:
-        manifest = {
+        manifest: dict[str, Any] = {
             "name": f"tea_med phantoms ({fmt})",
-            "description": "Synthetic chest X-ray phantoms with a hospital shortcut outside the lungs.",
+            "description": f"Synthetic chest X-ray phantoms with {shortcut}.",
             "labels": list(CLASSES),
             "metadata": {
                 "generator": "tea_med.data.phantoms",
@@ -225,8 +252,9 @@ def write_phantoms(
                 "seed": seed,
                 "size": size,
                 "n_per_split": n,
+                "bias": bias,
                 "confounding": confounding,
-                "training_pairing": {c: h.name for c, h in zip(CLASSES, TRAIN_HOSPITALS, strict=True)},
+                **pairing,
                 "hospitals": _hospital_table(),
             },
             **records[fmt],
@@ -235,5 +263,5 @@ def write_phantoms(
         path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         written[f"datalist_{fmt}"] = path
     if grid:
-        written["grid"] = save_example_grid(examples, out / "examples.png")
+        written["grid"] = save_example_grid(examples, out / "examples.png", bias=bias)
     return written

@@ -1,4 +1,4 @@
-"""Synthetic chest X-ray phantoms from several "hospitals" with a background shortcut.
+"""Synthetic chest X-ray phantoms from several "hospitals" with a background or foreground shortcut.
 
 Each phantom has a body outline, two lung fields of varied shape, ribs, clavicles, spine,
 a heart shadow, vessel texture and noise, an exact lung mask, and one of three findings:
@@ -25,9 +25,24 @@ patient seed the equalised lung pixels are then identical for every hospital, in
 the PNG files (DICOM: to within its re-quantisation, about 1e-4), while the body, bones,
 borders, text and noise texture still identify the hospital.
 
-Training, validation and ``test_biased`` pair each class with one training hospital
-(confounding strength configurable), ``test_unbiased`` uses hospitals never seen in training
-(independent of the class) and ``test_deceiving`` permutes the class-hospital pairing.
+Two variants of the shortcut (``bias``, :data:`BIASES`):
+
+- ``"background"`` (the default): training, validation and ``test_biased`` pair each class with
+  one training hospital (confounding strength configurable), ``test_unbiased`` uses hospitals
+  never seen in training (independent of the class) and ``test_deceiving`` permutes the
+  class-hospital pairing. A lung segmenter removes this shortcut.
+- ``"foreground"``: the hospital is independent of the class in every split, and the shortcut is
+  a device marker drawn on the patient *inside* a lung, which no lung segmenter removes: a
+  pacemaker (a rounded can with a lead), an ECG electrode (a ring with a centre snap and a wire)
+  or a port (a cross), one per class (:data:`MARKERS`), each about a tenth of the image side,
+  entirely inside the lung mask and placed off the finding where the lung leaves room. Training,
+  validation and ``test_biased`` carry the class's own marker (with probability
+  ``confounding``, else a random class's), ``test_unbiased`` carries none and ``test_deceiving``
+  carries the next class's. The marker is metal-dense (:data:`_MARKER_DENSITY`, brighter than
+  the lungs and, nearly everywhere, their findings) and part of the patient before any
+  hospital's processing, so it counts as lung for the rank bookkeeping above: the same patient
+  seed still gives the same equalised lungs, marker included, at every hospital, and after
+  equalisation the marker stays far brighter than the lung around it.
 
 Everything is vectorised numpy; one 224-px phantom takes about 15 ms on one CPU core. Images are
 float32 in ``[0, 1]`` in the MONOCHROME2 convention (bright = dense).
@@ -43,10 +58,13 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import distance_transform_edt, gaussian_filter
+from scipy.signal import fftconvolve
 
 __all__ = [
+    "BIASES",
     "CLASSES",
     "HOSPITALS",
+    "MARKERS",
     "SPLITS",
     "TRAIN_HOSPITALS",
     "UNSEEN_HOSPITALS",
@@ -62,6 +80,10 @@ __all__ = [
 
 CLASSES = ("normal", "pneumonia", "covid")
 SPLITS = ("training", "validation", "test_biased", "test_unbiased", "test_deceiving")
+#: where the class-correlated shortcut lies: outside the lungs (the hospital) or inside (a marker)
+BIASES = ("background", "foreground")
+#: device markers of the foreground variant; with full confounding CLASSES[i] carries MARKERS[i]
+MARKERS = ("pacemaker", "electrode", "port")
 
 
 @dataclass(frozen=True)
@@ -112,6 +134,10 @@ _LESION_AMPLITUDE = {"pneumonia": (0.50, 0.65), "covid": (0.35, 0.45)}
 #: hospital-specific intensities stay this far above the brightest lung value: more than two
 #: bins of a 256-bin equalisation, so no lung pixel's equalised value can depend on them
 _RANK_MARGIN = 0.02
+#: patient-image value of a device marker: metal, denser than lung tissue and nearly all findings
+_MARKER_DENSITY = 0.9
+#: a marker's side as a fraction of the image side (at least 5 px)
+_MARKER_SIDE = 0.10
 
 
 def get_hospital(hospital: Hospital | str) -> Hospital:
@@ -131,6 +157,7 @@ class PhantomParts:
     image: np.ndarray  # float32 (S, S) in [0, 1]
     mask: np.ndarray  # uint8 (S, S), 1 = lung
     lesion: np.ndarray  # float32 (S, S), zero outside the lungs
+    device: np.ndarray  # float32 (S, S), the device marker's coverage in [0, 1]; zero outside the lungs
 
 
 @lru_cache(maxsize=8)
@@ -255,6 +282,59 @@ def _lesion(label: str, mask: np.ndarray, size: int, rng: np.random.Generator) -
     else:
         raise ValueError(f"unknown class {label!r}; choose one of {CLASSES}")
     return lesion.astype(np.float32)
+
+
+def _check_marker(marker: str | None) -> None:
+    if marker is not None and marker not in MARKERS:
+        raise ValueError(f"unknown marker {marker!r}; choose one of {MARKERS} or None")
+
+
+@lru_cache(maxsize=32)
+def _marker_shape(marker: str, size: int) -> np.ndarray:
+    """The marker's coverage on its own ``(s, s)`` tile, ``s = max(5, round(0.1 * size))``,
+    drawn at 4x and averaged down (soft edges, every part at least a pixel wide)."""
+    _check_marker(marker)
+    side = max(5, round(_MARKER_SIDE * size))
+    k = 4
+    n = side * k
+    wire = max(k, round(0.15 * n))
+    canvas = Image.new("L", (n, n))
+    draw = ImageDraw.Draw(canvas)
+    if marker == "pacemaker":  # a rounded can with a short lead leaving its top
+        draw.rounded_rectangle((0, 0.38 * n, n - 1, n - 1), radius=0.2 * n, fill=255)
+        draw.line([(0.7 * n, 0.45 * n), (0.7 * n, 0.18 * n), (n - 1, 0.0)], fill=255, width=wire)
+    elif marker == "electrode":  # a ring with its snap in the centre and a wire
+        draw.ellipse((0, 0.3 * n, 0.7 * n - 1, n - 1), outline=255, width=max(k, round(0.16 * n)))
+        draw.ellipse((0.25 * n, 0.55 * n, 0.45 * n, 0.75 * n), fill=255)
+        draw.line([(0.58 * n, 0.42 * n), (n - 1, 0.0)], fill=255, width=wire)
+    else:  # port: a cross
+        arm = (0.5 - 0.13) * n, (0.5 + 0.13) * n
+        draw.rectangle((0, arm[0], n - 1, arm[1]), fill=255)
+        draw.rectangle((arm[0], 0, arm[1], n - 1), fill=255)
+    tile = np.asarray(canvas, dtype=np.float32).reshape(side, k, side, k).mean(axis=(1, 3)) / 255.0
+    tile.setflags(write=False)
+    return tile
+
+
+def _device(marker: str, mask: np.ndarray, lesion: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The marker's coverage on the image: the whole shape inside the lung mask (so inside one
+    lung), at a random position, preferring positions where it covers little of the finding."""
+    size = mask.shape[0]
+    tile = _marker_shape(marker, size)
+    footprint = (tile > 0).astype(np.float32)
+    # by top-left corner: mask pixels and finding under the footprint
+    inside = fftconvolve(mask.astype(np.float32), footprint[::-1, ::-1], mode="valid")
+    fits = inside > footprint.sum() - 0.5
+    if fits.any():
+        under = fftconvolve(lesion, footprint[::-1, ::-1], mode="valid")
+        clear = fits & (under <= 0.2 * float(lesion.max()) * footprint.sum() + 1e-6)
+        where = clear if clear.any() else fits
+    else:  # lungs too small for the marker anywhere: the best-covered position, clipped below
+        where = inside >= inside.max() - 0.5
+    row, col = np.unravel_index(int(rng.choice(np.flatnonzero(where))), where.shape)
+    device = np.zeros(mask.shape, dtype=np.float32)
+    device[row : row + tile.shape[0], col : col + tile.shape[1]] = tile
+    return device * mask
 
 
 def _border_region(size: int, hospital: Hospital) -> np.ndarray:
@@ -387,12 +467,15 @@ def render_phantom(
     hospital: Hospital | str,
     size: int = 224,
     rng: np.random.Generator | int | None = None,
+    *,
+    marker: str | None = None,
 ) -> PhantomParts:
     """Render one phantom with its parts; see :func:`generate_phantom`."""
     if label not in CLASSES:
         raise ValueError(f"unknown class {label!r}; choose one of {CLASSES}")
     if not isinstance(size, int) or size < 16:
         raise ValueError(f"size must be an int >= 16, got {size!r}")
+    _check_marker(marker)
     hospital = get_hospital(hospital)
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     anatomy, mask = _anatomy(size, rng)
@@ -400,11 +483,15 @@ def render_phantom(
     # the patient as any hospital would see it before its own processing; all random draws
     # for the hospital come after, so the same seed gives the same patient everywhere
     base = anatomy + lesion + rng.normal(0.0, _LUNG_NOISE, anatomy.shape).astype(np.float32)
+    device = np.zeros(base.shape, dtype=np.float32)
+    if marker is not None:  # metal on the patient, inside a lung: lung pixels for every hospital
+        device = _device(marker, mask, lesion, rng)
+        base = base * (1 - device) + _MARKER_DENSITY * device
     # on the 8-bit grid, the coarsest any hospital stores: every file then holds the lungs (and
     # all that is as dark) exactly, so the files' equalised lungs do not depend on the hospital
     base = (np.rint(np.clip(base, 0, 1) * 255) / 255).astype(np.float32)
     image = _keep_lung_ranks(base, *_background(base, mask, hospital, rng), mask)
-    return PhantomParts(image.astype(np.float32), mask.astype(np.uint8), lesion)
+    return PhantomParts(image.astype(np.float32), mask.astype(np.uint8), lesion, device)
 
 
 def generate_phantom(
@@ -412,6 +499,8 @@ def generate_phantom(
     hospital: Hospital | str,
     size: int = 224,
     rng: np.random.Generator | int | None = None,
+    *,
+    marker: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One chest X-ray phantom: ``(image, mask)``.
 
@@ -420,19 +509,23 @@ def generate_phantom(
         hospital: a :class:`Hospital` or its name (``"H1"`` ... ``"H6"``).
         size: side in pixels.
         rng: a numpy Generator or a seed; the same seed gives the same phantom.
+        marker: a device marker from :data:`MARKERS` drawn inside one lung, or ``None``. Without
+            one the phantom is the same as before markers existed; with one, the same seed gives
+            the same patient up to the marker's pixels in the lungs.
 
     Returns:
         ``image``: float32 ``(size, size)`` in ``[0, 1]``, bright = dense (MONOCHROME2);
         ``mask``: uint8 ``(size, size)``, 1 inside the lungs (exact: findings never leave it,
         the hospital's signature never enters it).
     """
-    parts = render_phantom(label, hospital, size, rng)
+    parts = render_phantom(label, hospital, size, rng, marker=marker)
     return parts.image, parts.mask
 
 
 @dataclass(frozen=True)
 class PhantomSpec:
-    """What one phantom of a data set will be: its split, class, hospital and seed."""
+    """What one phantom of a data set will be: its split, class, hospital, seed and device marker
+    (``None``: none, always so in the background variant)."""
 
     split: str
     index: int
@@ -440,11 +533,17 @@ class PhantomSpec:
     hospital: str
     seed: tuple[int, int, int]
     patient_id: str
+    marker: str | None = None
 
 
 def _patient_id(seed: int, split: str, index: int) -> str:
     digest = hashlib.sha256(f"tea_med-phantom/{seed}/{split}/{index}".encode()).hexdigest()
     return f"PH{digest[:10].upper()}"
+
+
+def _check_bias(bias: str) -> None:
+    if bias not in BIASES:
+        raise ValueError(f"bias must be one of {BIASES}, got {bias!r}")
 
 
 def plan_phantoms(
@@ -453,10 +552,12 @@ def plan_phantoms(
     seed: int = 0,
     confounding: float = 1.0,
     splits: tuple[str, ...] = SPLITS,
+    bias: str = "background",
 ) -> list[PhantomSpec]:
-    """Decide class and hospital of every phantom, deterministically for a seed.
+    """Decide class, hospital and marker of every phantom, deterministically for a seed.
 
-    Classes cycle through :data:`CLASSES` (balanced). Hospitals:
+    Classes cycle through :data:`CLASSES` (balanced). With ``bias="background"`` the hospital is
+    the shortcut and no phantom carries a marker:
 
     - ``training``, ``validation``, ``test_biased``: with probability ``confounding`` the
       class's paired training hospital (``TRAIN_HOSPITALS[class index]``), otherwise one of the
@@ -464,12 +565,24 @@ def plan_phantoms(
     - ``test_unbiased``: the unseen hospitals in rotation, independent of the class;
     - ``test_deceiving``: the pairing permuted (class ``i`` from training hospital ``i + 1``).
 
+    With ``bias="foreground"`` the device marker is the shortcut and the hospital is independent
+    of the class: a training hospital uniformly at random per image (``test_unbiased``: the
+    unseen hospitals in rotation). Markers:
+
+    - ``training``, ``validation``, ``test_biased``: with probability ``confounding`` the
+      class's own marker (``MARKERS[class index]``), otherwise that of a uniformly random class;
+    - ``test_unbiased``: none;
+    - ``test_deceiving``: the next class's (class ``i`` carries ``MARKERS[i + 1]``).
+
     Args:
         n: images per split, or a mapping split -> count.
         seed: the data set seed; each image gets its own seed ``(seed, split, index)``.
-        confounding: class-hospital correlation strength in ``[0, 1]``.
+        confounding: class-hospital (background) or class-marker (foreground) correlation
+            strength in ``[0, 1]``.
         splits: which splits to plan (from :data:`SPLITS`).
+        bias: ``"background"`` or ``"foreground"`` (:data:`BIASES`).
     """
+    _check_bias(bias)
     if not 0.0 <= confounding <= 1.0:
         raise ValueError(f"confounding must be in [0, 1], got {confounding}")
     counts = {s: n for s in splits} if isinstance(n, int) else dict(n)
@@ -483,8 +596,17 @@ def plan_phantoms(
         code = SPLITS.index(split)
         for i in range(count):
             c = i % len(CLASSES)
+            marker = None
             if split == "test_unbiased":
                 hospital = UNSEEN_HOSPITALS[(i // len(CLASSES)) % len(UNSEEN_HOSPITALS)]
+            elif bias == "foreground":
+                pick = np.random.default_rng([seed, code, i, 1])
+                hospital = TRAIN_HOSPITALS[int(pick.integers(len(TRAIN_HOSPITALS)))]
+                if split == "test_deceiving":
+                    marker = MARKERS[(c + 1) % len(MARKERS)]
+                else:
+                    paired = pick.random() < confounding
+                    marker = MARKERS[c if paired else int(pick.integers(len(MARKERS)))]
             elif split == "test_deceiving":
                 hospital = TRAIN_HOSPITALS[(c + 1) % len(TRAIN_HOSPITALS)]
             else:
@@ -492,7 +614,9 @@ def plan_phantoms(
                 paired = pick.random() < confounding
                 hospital = TRAIN_HOSPITALS[c if paired else int(pick.integers(len(TRAIN_HOSPITALS)))]
             specs.append(
-                PhantomSpec(split, i, CLASSES[c], hospital.name, (seed, code, i), _patient_id(seed, split, i))
+                PhantomSpec(
+                    split, i, CLASSES[c], hospital.name, (seed, code, i), _patient_id(seed, split, i), marker
+                )
             )
     return specs
 
@@ -504,8 +628,11 @@ def iter_phantoms(
     seed: int = 0,
     confounding: float = 1.0,
     splits: tuple[str, ...] = SPLITS,
+    bias: str = "background",
 ) -> Iterator[tuple[PhantomSpec, np.ndarray, np.ndarray]]:
     """Generate a data set in memory: ``(spec, image, mask)`` per phantom (see :func:`plan_phantoms`)."""
-    for spec in plan_phantoms(n, seed=seed, confounding=confounding, splits=splits):
-        image, mask = generate_phantom(spec.label, spec.hospital, size, np.random.default_rng(spec.seed))
+    for spec in plan_phantoms(n, seed=seed, confounding=confounding, splits=splits, bias=bias):
+        image, mask = generate_phantom(
+            spec.label, spec.hospital, size, np.random.default_rng(spec.seed), marker=spec.marker
+        )
         yield spec, image, mask

@@ -68,6 +68,13 @@ class TEATrainStep:
         self.image_key = image_key
         self.label_key = label_key
 
+    def extra_loss(
+        self, x: torch.Tensor, label: torch.Tensor | None, out: dict[str, Any]
+    ) -> torch.Tensor | None:
+        """A term added to the student's TEA loss (``None``: explanations alone). TEA ablations
+        that add output or feature distillation override this."""
+        return None
+
     def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, Any]:
         device = engine_device(engine, self.task)
         x = plain_tensor(batch[self.image_key], device)
@@ -79,7 +86,9 @@ class TEATrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         if self.teacher_optimizer is not None:
             self.teacher_optimizer.zero_grad(set_to_none=True)
-        total = out["loss"] + out.get("teacher_loss", 0.0)
+        extra = self.extra_loss(x, label, out)
+        student_loss = out["loss"] if extra is None else out["loss"] + extra
+        total = student_loss + out.get("teacher_loss", 0.0)
         total.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
@@ -92,7 +101,7 @@ class TEATrainStep:
             "image": x,
             "pred": out["student_logits"],
             "teacher": out["teacher_logits"],
-            "loss": out["loss"].detach(),
+            "loss": student_loss.detach(),
             "agreement": out["agreement"],
         }
         result |= {f"loss_level{i}": v for i, v in enumerate(out["loss_levels"])}

@@ -20,8 +20,27 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     "spatial_attention": SpatialAttention,
 }
 
+#: the student bundle's ``explainer`` setting -> the explainer TEA trains with (the paper's
+#: Table 5 ablation names)
+TEA_EXPLAINERS: dict[str, str] = {
+    "lrp": "lrp_epsilon",
+    "gradient_x_input": "gradient_x_input",
+    "input_gradient": "input_gradient",
+    "gradcam": "gradcam",
+    "attention": "spatial_attention",
+}
+
+
+def make_explainer(name: str) -> Explainer:
+    """The explainer TEA uses for ``explainer: name`` (one of :data:`TEA_EXPLAINERS`)."""
+    if name not in TEA_EXPLAINERS:
+        raise ValueError(f"explainer must be one of {', '.join(TEA_EXPLAINERS)}, got {name!r}")
+    return EXPLAINERS[TEA_EXPLAINERS[name]]()
+
+
 __all__ = [
     "EXPLAINERS",
+    "TEA_EXPLAINERS",
     "Explainer",
     "Explanation",
     "ForwardGuard",
@@ -31,4 +50,5 @@ __all__ = [
     "LRPEpsilon",
     "LRPUnsupportedError",
     "SpatialAttention",
+    "make_explainer",
 ]

@@ -292,6 +292,11 @@ def test_the_student_picks_its_best_checkpoint_by_a_metric_comparable_between_ep
         ("gradcam_kd", "GradCAMKDStep", "val_auc"),
         ("group_dro", "GroupDROStep", "val_auc"),
         ("irm", "IRMStep", "val_auc"),
+        ("rep_kd", "RepKDStep", "val_auc"),
+        ("gain", "GAINStep", "val_auc"),
+        ("isnet", "ISNetStep", "val_auc"),
+        ("tea+kd", "TEAPlusKDStep", "val_tea_loss"),
+        ("tea+rep_kd", "TEAPlusRepKDStep", "val_tea_loss"),
     ],
 )
 def test_the_student_method_selects_its_step_loss_name_and_selection(
@@ -300,11 +305,57 @@ def test_the_student_method_selects_its_step_loss_name_and_selection(
     ov = _overrides(STUDENT, phantoms, tmp_path, teacher_ckpt) | {"method": method}
     parser = _parser(STUDENT, "train", **ov)
     assert type(parser.get_parsed_content("train#step")).__name__ == step
-    assert parser.get_parsed_content("train#trainer").state.key_metric_name == f"train_{method}_loss"
+    loss_name = {"tea+kd": "train_tea_plus_kd_loss", "tea+rep_kd": "train_tea_plus_rep_kd_loss"}
+    assert parser.get_parsed_content("train#trainer").state.key_metric_name == loss_name.get(
+        method, f"train_{method}_loss"
+    )
     assert parser.get_parsed_content("validate#evaluator").state.key_metric_name == selection
     params = parser.get_parsed_content("tracking_params")
     assert params["method"] == method
-    assert (params["kd_temperature"] is None) == (method not in ("kd", "gradcam_kd"))
+    assert (params["kd_temperature"] is None) == (method not in ("kd", "gradcam_kd", "tea+kd"))
+    assert (params["explainer"] is None) == (method not in ("tea", "tea+kd", "tea+rep_kd"))
+
+
+@pytest.mark.parametrize(
+    ("explainer", "loss", "explainer_class", "levels"),
+    [
+        ("lrp", "tea", "LRPEpsilon", True),
+        ("gradient_x_input", "l1", "GradientXInput", False),
+        ("input_gradient", "l2", "InputGradient", False),
+        ("gradcam", "single_resolution", "GradCAM", False),
+        ("attention", "tea", "SpatialAttention", True),
+    ],
+)
+def test_the_tea_ablations_set_the_task_explainer_and_loss(
+    phantoms: Path,
+    teacher_ckpt: Path,
+    tmp_path: Path,
+    explainer: str,
+    loss: str,
+    explainer_class: str,
+    levels: bool,
+) -> None:
+    ov = _overrides(STUDENT, phantoms, tmp_path, teacher_ckpt) | {
+        "explainer": explainer,
+        "heatmap_loss": loss,
+    }
+    task = _parser(STUDENT, "train", **ov).get_parsed_content("task")
+    assert type(task.explainer).__name__ == explainer_class
+    assert task.loss.multi_resolution is levels
+    expected_loss = {"tea": "TEALoss", "single_resolution": "TEALoss", "l1": "L1NormalizedLoss"}
+    assert type(task.loss).__name__ == expected_loss.get(loss, "L2NormalizedLoss")
+
+
+def test_an_unknown_explainer_or_heatmap_loss_is_named() -> None:
+    from tea_med.explain import make_explainer
+    from tea_med.losses import make_heatmap_loss
+
+    with pytest.raises(ValueError, match=r"explainer must be one of lrp, .*attention, got 'lrp_z'"):
+        make_explainer("lrp_z")
+    with pytest.raises(
+        ValueError, match=r"heatmap_loss must be one of tea, l1, l2, single_resolution, got 'l3'"
+    ):
+        make_heatmap_loss("l3")
 
 
 def test_an_unknown_selection_metric_is_named() -> None:

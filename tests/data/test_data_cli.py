@@ -29,6 +29,18 @@ def test_phantoms_command_writes_the_data_set(phantoms: Path, capsys: pytest.Cap
     assert "is not empty" in capsys.readouterr().err
 
 
+def test_phantoms_command_foreground_bias(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fg"
+    args = ["phantoms", str(out), "--n", "3", "--size", "32", "--format", "png", "--no-grid"]
+    assert main([*args, "--bias", "foreground"]) == 0
+    assert "foreground bias" in capsys.readouterr().out
+    manifest = json.loads((out / "datalist_png.json").read_text())
+    assert manifest["metadata"]["bias"] == "foreground"
+    assert [r["marker"] for r in manifest["training"]] == ["pacemaker", "electrode", "port"]
+    assert [r["marker"] for r in manifest["test_unbiased"]] == [None, None, None]
+    assert not (out / "examples.png").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -36,6 +48,7 @@ def test_phantoms_command_writes_the_data_set(phantoms: Path, capsys: pytest.Cap
         (["--size", "8"], "argument --size: expected a side in pixels (32..4096"),
         (["--n", "0"], "argument --n: expected a whole number >= 1, got 0"),
         (["--format", "tiff"], "argument --format: invalid choice: 'tiff'"),
+        (["--bias", "middle"], "argument --bias: invalid choice: 'middle'"),
     ],
 )
 def test_phantoms_command_names_bad_arguments(

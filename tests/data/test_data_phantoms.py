@@ -11,6 +11,7 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
+from scipy.ndimage import binary_dilation
 from scipy.ndimage import label as connected_components
 from skimage.transform import downscale_local_mean
 from sklearn.linear_model import LogisticRegression
@@ -32,7 +33,7 @@ from tea_med.data import (
     write_phantoms,
 )
 from tea_med.data.phantom_files import _write_dicom, _write_png
-from tea_med.data.phantoms import TRAIN_HOSPITALS, UNSEEN_HOSPITALS, PhantomSpec
+from tea_med.data.phantoms import MARKERS, TRAIN_HOSPITALS, UNSEEN_HOSPITALS, PhantomSpec, _marker_shape
 
 
 def test_same_seed_same_phantom_other_seed_other_phantom() -> None:
@@ -268,3 +269,139 @@ def test_written_data_set_is_valid_and_dicom_matches_png(tmp_path: Path) -> None
     assert first.read_bytes() == second.read_bytes()  # byte-identical for the same seed
     with pytest.raises(FileExistsError):
         write_phantoms(tmp_path / "ph", n=1, size=32, progress=False)
+
+
+# ---- the foreground variant: a class-correlated device marker inside the lungs ----------------
+
+OWN_MARKER = {"normal": "pacemaker", "pneumonia": "electrode", "covid": "port"}
+NEXT_MARKER = {"normal": "electrode", "pneumonia": "port", "covid": "pacemaker"}
+
+
+def test_bias_and_marker_must_be_known(tmp_path: Path) -> None:
+    message = r"bias must be one of \('background', 'foreground'\), got 'middle'"
+    with pytest.raises(ValueError, match=message):
+        plan_phantoms(3, bias="middle")
+    with pytest.raises(ValueError, match=message):
+        next(iter_phantoms(3, size=32, bias="middle"))
+    with pytest.raises(ValueError, match=message):
+        write_phantoms(tmp_path / "ph", n=1, size=32, bias="middle", progress=False)
+    assert not (tmp_path / "ph").exists()
+    with pytest.raises(ValueError, match="unknown marker 'stent'"):
+        generate_phantom("normal", "H1", 32, rng=0, marker="stent")
+    assert all(p.marker is None for p in plan_phantoms(6, seed=0))  # background: no markers
+
+
+def test_foreground_split_design() -> None:
+    specs = plan_phantoms(60, seed=0, bias="foreground")
+    assert specs == plan_phantoms(60, seed=0, bias="foreground")
+    by_split = {s: [p for p in specs if p.split == s] for s in {p.split for p in specs}}
+    training = {h.name for h in TRAIN_HOSPITALS}
+    for split in ("training", "validation", "test_biased"):
+        assert all(p.marker == OWN_MARKER[p.label] for p in by_split[split])
+        assert Counter(p.label for p in by_split[split]) == dict.fromkeys(CLASSES, 20)
+    assert all(p.marker == NEXT_MARKER[p.label] for p in by_split["test_deceiving"])
+    assert all(p.marker is None for p in by_split["test_unbiased"])
+    assert {p.hospital for p in by_split["test_unbiased"]} == {h.name for h in UNSEEN_HOSPITALS}
+    for split in ("training", "validation", "test_biased", "test_deceiving"):
+        assert {p.hospital for p in by_split[split]} <= training
+        for label in CLASSES:  # the hospital does not follow the class
+            assert len({p.hospital for p in by_split[split] if p.label == label}) > 1, (split, label)
+    pairs = Counter((p.label, p.hospital) for p in plan_phantoms({"training": 900}, bias="foreground"))
+    assert all(60 < pairs[c, h] < 140 for c in CLASSES for h in training)  # 100 expected each
+
+    loose = plan_phantoms({"training": 300}, seed=0, confounding=0.5, bias="foreground")
+    assert 0.55 < np.mean([p.marker == OWN_MARKER[p.label] for p in loose]) < 0.8  # 2/3 expected
+    none = plan_phantoms({"training": 300}, seed=0, confounding=0.0, bias="foreground")
+    assert 0.2 < np.mean([p.marker == OWN_MARKER[p.label] for p in none]) < 0.47  # 1/3 expected
+    assert {p.marker for p in none} == set(MARKERS)
+
+
+@pytest.mark.parametrize("size", [32, 64, 224])
+def test_markers_lie_whole_inside_one_lung_off_the_finding(size: int) -> None:
+    side = max(5, round(0.1 * size))  # 5, 6 and 22 px
+    for seed in range(6 if size == 224 else 15):
+        label, marker = CLASSES[seed % 3], MARKERS[(seed // 3) % 3]
+        parts = render_phantom(label, HOSPITALS[seed % 6], size, rng=seed, marker=marker)
+        on = parts.device > 0
+        assert not on[parts.mask == 0].any()  # every marker pixel inside the lung mask
+        rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+        assert np.ptp(rows) + 1 == side and np.ptp(cols) + 1 == side  # not clipped by the mask ...
+        assert parts.device.sum() == pytest.approx(_marker_shape(marker, size).sum())
+        lungs, _ = connected_components(parts.mask)
+        assert len(set(lungs[on])) == 1  # ... and in one lung
+        if label == "pneumonia":  # placed off the consolidation
+            assert parts.lesion[on].mean() < 0.25 * parts.lesion.max(), seed
+        plain = render_phantom(label, HOSPITALS[seed % 6], size, rng=seed)
+        inside = (parts.mask == 1) & ~on
+        np.testing.assert_array_equal(parts.image[inside], plain.image[inside])  # same patient
+        dense = parts.device > 0.75  # metal: brighter than the lung tissue around it
+        assert parts.image[dense].min() > np.quantile(parts.image[inside], 0.95)
+    assert not render_phantom("covid", "H1", size, rng=0).device.any()
+
+
+def test_the_three_markers_have_distinct_shapes() -> None:
+    for size in (64, 224):
+        tiles = [_marker_shape(m, size) > 0.5 for m in MARKERS]
+        for a in range(3):
+            for b in range(a + 1, 3):
+                assert (tiles[a] != tiles[b]).mean() > 0.2, (size, MARKERS[a], MARKERS[b])
+
+
+def test_marker_is_clearly_visible_after_equalisation() -> None:
+    """On what the models see, the marker's pixels are far brighter than the lung around them
+    (a 2-px ring), while the same patient without the marker shows no such contrast there."""
+    size = 64
+    for seed in range(9):
+        label, marker, hospital = CLASSES[seed % 3], MARKERS[(seed // 3) % 3], HOSPITALS[seed % 6]
+        parts = render_phantom(label, hospital, size, rng=seed, marker=marker)
+        seen, _ = _seen_by_models(parts.image, parts.mask, size)
+        plain, _ = _seen_by_models(*generate_phantom(label, hospital, size, rng=seed), size)
+        on = parts.device > 0.75
+        ring = binary_dilation(parts.device > 0, iterations=2) & (parts.device == 0) & (parts.mask == 1)
+        assert seen[on].min() > np.quantile(seen[ring], 0.9) + 0.3, seed
+        assert seen[on].mean() - seen[ring].mean() > 0.5, seed
+        assert abs(plain[on].mean() - plain[ring].mean()) < 0.15, seed
+
+
+@pytest.mark.parametrize("size", [48, 64])
+def test_equalised_lungs_with_a_marker_are_identical_for_every_hospital(size: int) -> None:
+    """The marker is part of the patient: the same seed gives the same marker and the same
+    equalised lungs (marker included) at every hospital, and the hospital's signature still
+    changes only what lies outside the lungs."""
+    for seed, label in enumerate(CLASSES * 2):
+        marker = MARKERS[(seed + 1) % 3]
+        parts = [render_phantom(label, h, size, rng=seed, marker=marker) for h in HOSPITALS]
+        seen = [_seen_by_models(p.image, p.mask, size) for p in parts]
+        inside = parts[0].mask == 1
+        for p, (image, mask) in zip(parts[1:], seen[1:], strict=True):
+            np.testing.assert_array_equal(p.device, parts[0].device)
+            np.testing.assert_array_equal(p.image[inside], parts[0].image[inside])
+            np.testing.assert_array_equal(mask, seen[0][1])
+            np.testing.assert_allclose(image[inside], seen[0][0][inside], rtol=0, atol=1e-6)
+        assert np.abs(parts[0].image[~inside] - parts[4].image[~inside]).mean() > 0.02
+
+
+def test_written_foreground_data_set(tmp_path: Path) -> None:
+    kwargs = {"n": 3, "size": 32, "seed": 2, "bias": "foreground", "progress": False}
+    written = write_phantoms(tmp_path / "a", formats=("png",), **kwargs)
+    again = write_phantoms(tmp_path / "b", formats=("png",), grid=False, **kwargs)
+    assert validate_manifest(written["datalist_png"], require_mask=True, check_readable=True) == []
+    manifest = json.loads(written["datalist_png"].read_text())
+    assert manifest["metadata"]["bias"] == "foreground"
+    assert manifest["metadata"]["marker_pairing"] == OWN_MARKER
+    assert "training_pairing" not in manifest["metadata"]
+    for split in ("training", "validation", "test_biased"):
+        assert [r["marker"] for r in manifest[split]] == [OWN_MARKER[r["label"]] for r in manifest[split]]
+    assert [r["marker"] for r in manifest["test_deceiving"]] == ["electrode", "port", "pacemaker"]
+    assert [r["marker"] for r in manifest["test_unbiased"]] == [None] * 3
+    assert manifest == json.loads(again["datalist_png"].read_text())
+    for record in manifest["training"] + manifest["test_unbiased"]:  # same seed, same files
+        first, second = (w["datalist_png"].parent / record["image"] for w in (written, again))
+        assert first.read_bytes() == second.read_bytes()
+    assert written["grid"].stat().st_size > 10_000
+
+    background = write_phantoms(tmp_path / "c", n=1, size=32, formats=("png",), grid=False, progress=False)
+    plain = json.loads(background["datalist_png"].read_text())
+    assert plain["metadata"]["bias"] == "background" and "marker_pairing" not in plain["metadata"]
+    assert plain["metadata"]["training_pairing"] == {"normal": "H1", "pneumonia": "H2", "covid": "H3"}
+    assert all("marker" not in r for split in ("training", "test_unbiased") for r in plain[split])

@@ -17,6 +17,17 @@ from ignite.engine import Engine
 
 from tea_med.engines.steps import engine_device, finish_iteration, plain_tensor
 from tea_med.engines.task import TEATask
+from tea_med.networks.teacher import TeacherPipeline
+
+
+def mask_teacher(task: TEATask, method: str) -> TeacherPipeline:
+    """The task's teacher as a segmenter + classifier, whose lung masks ``method`` reads."""
+    if not isinstance(task.teacher, TeacherPipeline):
+        raise ValueError(
+            f"{method} needs lung masks: the teacher must be a segmenter + classifier (TeacherPipeline), "
+            f"got {type(task.teacher).__name__}"
+        )
+    return task.teacher
 
 
 class MethodStep(ABC):
@@ -58,6 +69,13 @@ class MethodStep(ABC):
     ) -> torch.Tensor:
         """The method's scalar loss for one batch (differentiable w.r.t. the student)."""
 
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(teacher_logits, student_logits)`` of the batch: the frozen teacher without a graph,
+        the student with one. Methods that read more of either forward override this."""
+        with torch.no_grad():
+            teacher_logits = self.task.teacher(x)
+        return teacher_logits, self.task.student(x)
+
     def __call__(self, engine: Engine, batch: dict[str, Any]) -> dict[str, Any]:
         if self.group_key is not None:
             if self.group_key not in batch:
@@ -78,9 +96,7 @@ class MethodStep(ABC):
         self.task.train()
         if self.needs_input_grad:
             x = x.detach().requires_grad_(True)
-        with torch.no_grad():
-            teacher_logits = self.task.teacher(x)
-        student_logits = self.task.student(x)
+        teacher_logits, student_logits = self.forward(x, label)
         loss = self.loss(x, label, student_logits, teacher_logits)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

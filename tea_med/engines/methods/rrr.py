@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tea_med.engines.methods.base import MethodStep
+from tea_med.engines.methods.base import MethodStep, mask_teacher
 from tea_med.engines.task import TEATask
 from tea_med.networks.teacher import TeacherPipeline
 
@@ -37,14 +37,10 @@ class RRRStep(MethodStep):
         self, task: TEATask, optimizer: torch.optim.Optimizer, max_grad_norm: float = 1.0, weight: float = 1e4
     ) -> None:
         super().__init__(task, optimizer, max_grad_norm)
-        if not isinstance(task.teacher, TeacherPipeline):
-            raise ValueError(
-                "rrr needs lung masks: the teacher must be a segmenter + classifier (TeacherPipeline)"
-            )
         if weight < 0:
             raise ValueError(f"rrr_weight must be >= 0, got {weight!r}")
         self.weight = float(weight)
-        self.teacher: TeacherPipeline = task.teacher
+        self.teacher: TeacherPipeline = mask_teacher(task, "rrr")
 
     def loss(
         self,
