@@ -700,6 +700,91 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="TEA against the paper's baselines and ablations on one phantom data set: table and figure",
+        description="Phantoms -> lung segmenter -> teacher -> one student per method (same "
+        "initialisation, epochs and evaluation) -> comparison.md / .csv / .png under OUT. Every "
+        "training is an MLflow run nested under one parent in OUT/mlruns.db; finished stages and "
+        "methods are reused unless --force.",
+    )
+    p.add_argument(
+        "--methods",
+        default="all",
+        help="all | baselines | ablations | comma-separated names (default all); names: "
+        "tea, erm, kd, rep_kd, gradcam_kd, rrr, gain, isnet, group_dro, irm, tea_gradient_x_input, "
+        "tea_input_gradient, tea_gradcam, tea_attention, tea_l1, tea_l2, tea_single_resolution, "
+        "tea_eps_0.1, tea_eps_0.01, tea_eps_0.001, tea+kd, tea+rep_kd",
+    )
+    p.add_argument(
+        "--bias",
+        choices=("background", "foreground"),
+        default="background",
+        help="the shortcut: hospital signatures outside the lungs (background, default) or a device "
+        "marker inside them (foreground; the teacher then learns on marker-free phantoms)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="output folder (default outputs/compare_<bias>)")
+    defaults = _demo_defaults()
+    p.add_argument(
+        "--size", type=int, default=defaults.size, help=f"image side in px (default {defaults.size})"
+    )
+    p.add_argument("--n", type=int, default=defaults.n, help=f"phantoms per split (default {defaults.n})")
+    p.add_argument(
+        "--epochs", type=float, default=1.0, help="multiply every stage's epochs by this (default 1)"
+    )
+    p.add_argument(
+        "--student-epochs",
+        type=_positive_int,
+        default=None,
+        help=f"epochs of every method's student, after --epochs scaling (default {defaults.student_epochs} "
+        "x --epochs)",
+    )
+    p.add_argument(
+        "--group-confounding",
+        type=_fraction,
+        default=0.9,
+        help="hospital (or marker) - class pairing of group_dro's and irm's training data (default 0.9)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="redo every stage and method")
+    p.add_argument("--verbose", action="store_true", help="log every iteration")
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib.util
+
+        from tea_med.compare import CompareSettings, parse_methods, run_compare
+        from tea_med.demo import DemoSettings
+
+        if importlib.util.find_spec("mlflow") is None:
+            return _error(
+                "compare",
+                "compare tracks its runs in MLflow, which is not installed: pip install 'tea_med[train]'",
+            )
+        out = args.out if args.out is not None else Path(f"outputs/compare_{args.bias}")
+        try:
+            methods = parse_methods(args.methods)
+            base = DemoSettings(
+                out=out, size=args.size, n=args.n, seed=args.seed, force=args.force, verbose=args.verbose
+            ).scaled(args.epochs, args.student_epochs)
+            summary = run_compare(
+                CompareSettings(
+                    base=base, methods=methods, bias=args.bias, group_confounding=args.group_confounding
+                )
+            )
+        except (ValueError, FileNotFoundError) as err:
+            print(f"tea-med compare: {err}", file=sys.stderr)
+            return 2
+        print(Path(summary["outputs"]["markdown"]).read_text())
+        for name, path in summary["outputs"].items():
+            print(f"{name}: {path}")
+        print(f"wall time: {summary['wall_time_s'] / 60:.1f} min")
+        print(f"MLflow: mlflow ui --backend-store-uri {summary['mlflow_uri']}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 def _add_bundles(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bundles",
@@ -739,6 +824,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_infer,
     _add_serve,
     _add_demo,
+    _add_compare,
     _add_bundles,
 ]
 

@@ -90,21 +90,22 @@ class DemoSettings:
 class DemoRuns:
     """The parent MLflow run and its nested stage runs, in a local SQLite store."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, experiment: str = EXPERIMENT, prefix: str = "demo") -> None:
         from mlflow.tracking import MlflowClient
 
         self.uri = f"sqlite:///{(out / 'mlruns.db').resolve()}"
+        self.experiment = experiment
         self.client = MlflowClient(tracking_uri=self.uri)
-        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (
             exp.experiment_id
             if exp is not None
             else self.client.create_experiment(
-                EXPERIMENT, artifact_location=(out / "mlruns").resolve().as_uri()
+                experiment, artifact_location=(out / "mlruns").resolve().as_uri()
             )
         )
         self.parent = self.client.create_run(
-            self.experiment_id, run_name=f"demo_{time.strftime('%Y%m%d_%H%M%S')}"
+            self.experiment_id, run_name=f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}"
         )
         self.parent_id = self.parent.info.run_id
 
@@ -150,7 +151,7 @@ def _workflow(
         workflow_type="train",
         tracking=str(configs[0].parent / "mlflow.yaml"),
         tracking_uri=runs.uri,
-        experiment_name=EXPERIMENT,
+        experiment_name=runs.experiment,
         run_name=runs.stage_name(stage),
         **overrides,
     )
@@ -187,13 +188,10 @@ def _common(s: DemoSettings, data: Path, models: Path, epochs: int) -> dict[str,
     }
 
 
-def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) every stage; returns the evaluation summary (see :mod:`tea_med.evaluation`)."""
-    from tea_med.bundled import bundle_dir
-    from tea_med.data.phantom_files import write_phantoms
+def check_settings(s: DemoSettings) -> None:
+    """Refuse settings no stage can run with, naming the setting, its value and what is allowed."""
     from tea_med.networks.teacher import BACKGROUNDS
 
-    s = settings
     if s.student_schedule not in ("cosine", "constant"):
         raise ValueError(f"student_schedule must be 'cosine' or 'constant', got {s.student_schedule!r}")
     if s.teacher_background not in BACKGROUNDS:
@@ -202,6 +200,59 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
         raise ValueError(f"--size must be a multiple of 8 and >= 32, got {s.size}")
     if s.n < 6:
         raise ValueError(f"--n must be >= 6 phantoms per split, got {s.n}")
+
+
+def segmenter_overrides(s: DemoSettings, data: Path, models: Path) -> dict[str, Any]:
+    """The teacher bundle's ``train_segmenter`` overrides (small profile): ``models/segmenter.pt``."""
+    ov = _common(s, data, models, s.segmenter_epochs) | {"segmenter_profile": "small"}
+    ov["batch_size"] = min(8, s.batch_size)
+    return ov
+
+
+def teacher_overrides(s: DemoSettings, data: Path, models: Path) -> dict[str, Any]:
+    """The teacher bundle's ``train_classifier`` overrides: writes ``models/model.pt``."""
+    return _common(s, data, models, s.teacher_epochs) | {
+        "segmenter_profile": "small",
+        "background": s.teacher_background,
+        "learning_rate": s.classifier_lr,
+    }
+
+
+def student_overrides(s: DemoSettings, data: Path, ckpt_dir: Path, teacher_ckpt: Path) -> dict[str, Any]:
+    """The student bundle's overrides of the demo's student stage: Adam at ``student_lr`` with
+    its schedule, the demo's ε range and sizes, the teacher at ``teacher_ckpt``."""
+    ov = _common(s, data, ckpt_dir, s.student_epochs) | {
+        "teacher_ckpt": str(teacher_ckpt),
+        "teacher_segmenter_profile": "small",
+        "teacher_background": s.teacher_background,
+        "optimizer": {
+            "_target_": "torch.optim.Adam",
+            "params": "$@network.parameters()",
+            "lr": s.student_lr,
+        },
+        "learning_rate": s.student_lr,
+        "val_interval": s.student_val_interval,
+        "warmup_epochs": s.student_warmup_epochs,
+        "eps_lo": s.eps_lo,
+        "eps_hi": s.eps_hi,
+        "lr_milestones": [10_000],
+    }
+    if s.student_schedule == "cosine":
+        ov["lr_scheduler"] = {
+            "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+            "optimizer": "@optimizer",
+            "T_max": "@max_epochs",
+        }
+    return ov
+
+
+def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) every stage; returns the evaluation summary (see :mod:`tea_med.evaluation`)."""
+    from tea_med.bundled import bundle_dir
+    from tea_med.data.phantom_files import write_phantoms
+
+    s = settings
+    check_settings(s)
     out = s.out
     out.mkdir(parents=True, exist_ok=True)
     data, models = out / "phantoms", out / "models"
@@ -229,15 +280,10 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
             if stage == "phantoms":
                 write_phantoms(data, n=s.n, size=s.size, seed=s.seed, formats=("png",), overwrite=True)
             elif stage == "segmenter":
-                ov = _common(s, data, models, s.segmenter_epochs) | {"segmenter_profile": "small"}
-                ov["batch_size"] = min(8, s.batch_size)
+                ov = segmenter_overrides(s, data, models)
                 _workflow(_configs(teacher_dir, "train_segmenter"), ov, runs, stage, s)
             elif stage == "teacher":
-                ov = _common(s, data, models, s.teacher_epochs) | {
-                    "segmenter_profile": "small",
-                    "background": s.teacher_background,
-                    "learning_rate": s.classifier_lr,
-                }
+                ov = teacher_overrides(s, data, models)
                 _workflow(_configs(teacher_dir, "train_classifier"), ov, runs, stage, s)
             elif stage == "standard":
                 ov = _common(s, data, models / "standard", s.standard_epochs) | {
@@ -251,28 +297,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
                 }
                 _workflow(_configs(teacher_dir, "train_classifier"), ov, runs, stage, s)
             elif stage == "student":
-                ov = _common(s, data, models / "student", s.student_epochs) | {
-                    "teacher_ckpt": str(models / "model.pt"),
-                    "teacher_segmenter_profile": "small",
-                    "teacher_background": s.teacher_background,
-                    "optimizer": {
-                        "_target_": "torch.optim.Adam",
-                        "params": "$@network.parameters()",
-                        "lr": s.student_lr,
-                    },
-                    "learning_rate": s.student_lr,
-                    "val_interval": s.student_val_interval,
-                    "warmup_epochs": s.student_warmup_epochs,
-                    "eps_lo": s.eps_lo,
-                    "eps_hi": s.eps_hi,
-                    "lr_milestones": [10_000],
-                }
-                if s.student_schedule == "cosine":
-                    ov["lr_scheduler"] = {
-                        "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
-                        "optimizer": "@optimizer",
-                        "T_max": "@max_epochs",
-                    }
+                ov = student_overrides(s, data, models / "student", models / "model.pt")
                 _workflow(_configs(student_dir, "train"), ov, runs, stage, s)
             elif stage == "evaluation":
                 summary = _evaluate(s, data, models, runs)

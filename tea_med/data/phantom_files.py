@@ -225,8 +225,8 @@ def write_phantoms(
                 "source": spec.hospital,
                 "patient_id": spec.patient_id,
             }
-            if bias == "foreground":
-                record["marker"] = spec.marker
+            if bias == "foreground":  # "none" rather than null: batches of records collate strings
+                record["marker"] = spec.marker or "none"
             records[fmt][spec.split].append(record)
         key = (spec.split, spec.label)
         if grid and shown.get(key, 0) < 2:

@@ -24,7 +24,7 @@ from torch import nn
 
 from tea_med.evaluation.bias import SPLITS, BiasReport, bias_report
 from tea_med.evaluation.figures import heatmap_grid
-from tea_med.evaluation.intervals import ClassificationReport, classification_report
+from tea_med.evaluation.intervals import ClassificationReport, Interval, classification_report
 from tea_med.evaluation.plots import confusion_matrix_plot, roc_curves
 from tea_med.evaluation.relevance import background_relevance_share
 
@@ -40,6 +40,8 @@ class BiasEvaluation:
     reports: dict[str, ClassificationReport]
     background: dict[str, dict[str, float]]
     figures: dict[str, Path] = field(default_factory=dict)
+    #: per model and test split: balanced accuracy (the macro sensitivity) with its 95% interval
+    accuracy: dict[str, dict[str, Interval]] = field(default_factory=dict)
 
     def rows(self) -> dict[str, dict[str, float]]:
         """One flat row of numbers per model (for tables, JSON and MLflow metrics)."""
@@ -47,6 +49,8 @@ class BiasEvaluation:
         for name, b in self.bias.items():
             auc = self.reports[name].macro.auc
             row = {f"acc_{split}": getattr(b, f"acc_{split.removeprefix('test_')}") for split in SPLITS}
+            for split, interval in self.accuracy.get(name, {}).items():
+                row |= {f"acc_{split}_low": interval.low, f"acc_{split}_high": interval.high}
             row |= {"gap": b.gap, "auc_unbiased": auc.estimate, "auc_low": auc.low, "auc_high": auc.high}
             row |= {f"background_{split}": v for split, v in self.background[name].items()}
             out[name] = {k: float("nan") if v is None else float(v) for k, v in row.items()}
@@ -121,6 +125,7 @@ def evaluate_on_bias_splits(
     predictions: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {m: {} for m in models}
     background: dict[str, dict[str, float]] = {m: {} for m in models}
     reports: dict[str, ClassificationReport] = {}
+    accuracy: dict[str, dict[str, Interval]] = {m: {} for m in models}
     grid: dict[str, np.ndarray] = {}
     grid_titles: list[str] = []
     figures: dict[str, Path] = {}
@@ -135,8 +140,10 @@ def evaluate_on_bias_splits(
             background[name][split] = float(
                 np.nanmean(background_relevance_share(heat, data["mask"].numpy()))
             )
+            split_report = classification_report(y, probs, list(class_names), seed=seed)
+            accuracy[name][split] = split_report.macro.se  # mean recall = balanced accuracy
             if split == "test_unbiased":
-                reports[name] = classification_report(y, probs, list(class_names), seed=seed)
+                reports[name] = split_report
                 if fig_dir is not None:
                     figures[f"roc_{name}"] = roc_curves(
                         y, probs, list(class_names), fig_dir / f"roc_{name}.png"
@@ -161,7 +168,9 @@ def evaluate_on_bias_splits(
             title="test_deceiving: where each model looks (red = evidence for its prediction)",
         )
     bias = {name: bias_report(predictions[name], n_classes=k) for name in models}
-    return BiasEvaluation(bias=bias, reports=reports, background=background, figures=figures)
+    return BiasEvaluation(
+        bias=bias, reports=reports, background=background, figures=figures, accuracy=accuracy
+    )
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:

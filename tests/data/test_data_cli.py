@@ -37,7 +37,7 @@ def test_phantoms_command_foreground_bias(tmp_path: Path, capsys: pytest.Capture
     manifest = json.loads((out / "datalist_png.json").read_text())
     assert manifest["metadata"]["bias"] == "foreground"
     assert [r["marker"] for r in manifest["training"]] == ["pacemaker", "electrode", "port"]
-    assert [r["marker"] for r in manifest["test_unbiased"]] == [None, None, None]
+    assert [r["marker"] for r in manifest["test_unbiased"]] == ["none", "none", "none"]
     assert not (out / "examples.png").exists()
 
 
