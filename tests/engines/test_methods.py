@@ -20,6 +20,7 @@ from tea_med.engines.methods import (
     RepKDStep,
     RRRStep,
     TEAPlusKDStep,
+    TEAPlusRepKDStep,
     background_relevance_loss,
     distillation_loss,
     feature_distillation_loss,
@@ -385,3 +386,21 @@ def test_tea_plus_kd_adds_the_distillation_of_the_students_outputs_to_the_tea_lo
     p_t, p_s = _softmax(zt / 2.0), _softmax(zs / 2.0)
     kd = 4.0 * np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1))
     assert losses["tea+kd"] - losses["tea"] == pytest.approx(0.7 * kd, rel=1e-3, abs=1e-6)
+
+
+def test_tea_plus_rep_kd_adds_the_feature_distillation_to_the_tea_loss() -> None:
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    losses = {}
+    for name in ("tea", "tea+rep_kd"):
+        torch.manual_seed(0)
+        teacher, student = densenet121(num_classes=3).eval(), densenet121(num_classes=3)
+        task = TEATask(teacher, student, seed=5)
+        opt = torch.optim.SGD(student.parameters(), lr=0.0)
+        step = TEATrainStep(task, opt) if name == "tea" else TEAPlusRepKDStep(task, opt, weight=2.0)
+        losses[name] = float(step(_Engine(), {"image": x})["loss"])  # type: ignore[arg-type]
+        task.train()
+        with torch.no_grad():  # DenseNet121's pooled features by hand
+            f_s = torch.relu(student.features(x)).mean(dim=(2, 3)).numpy()
+            f_t = torch.relu(teacher.features(x)).mean(dim=(2, 3)).numpy()
+    expected = 2.0 * np.mean((f_s - f_t) ** 2)
+    assert losses["tea+rep_kd"] - losses["tea"] == pytest.approx(expected, rel=1e-3, abs=1e-6)
