@@ -633,18 +633,8 @@ def _demo_defaults() -> Any:
     return DemoSettings()
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="end-to-end demo on synthetic phantoms: teacher, standard classifier, TEA student, report",
-        description="Phantoms -> lung segmenter -> teacher -> standard classifier -> TEA student -> "
-        "evaluation on biased / unbiased / deceiving test sets -> HTML report and table. Every stage "
-        "is an MLflow run nested under one parent in OUT/mlruns.db; stages whose outputs exist are "
-        "skipped unless --force.",
-    )
-    p.add_argument(
-        "--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)"
-    )
+def _add_stage_sizes(p: argparse.ArgumentParser, student: str, note: str) -> None:
+    """``--size --n --epochs --student-epochs --seed`` of the demo's stages (demo and compare)."""
     defaults = _demo_defaults()
     p.add_argument(
         "--size",
@@ -660,10 +650,24 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "--student-epochs",
         type=_positive_int,
         default=None,
-        help=f"TEA student epochs, after --epochs scaling (default {defaults.student_epochs} x --epochs); "
-        "the student is the slowest stage and the one that gains most from more",
+        help=f"{student}, after --epochs scaling (default {defaults.student_epochs} x --epochs){note}",
     )
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="end-to-end demo on synthetic phantoms: teacher, standard classifier, TEA student, report",
+        description="Phantoms -> lung segmenter -> teacher -> standard classifier -> TEA student -> "
+        "evaluation on biased / unbiased / deceiving test sets -> HTML report and table. Every stage "
+        "is an MLflow run nested under one parent in OUT/mlruns.db; stages whose outputs exist are "
+        "skipped unless --force.",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)"
+    )
+    _add_stage_sizes(p, "TEA student epochs", "; the student is the slowest stage and gains most from more")
     p.add_argument("--force", action="store_true", help="redo every stage")
     p.add_argument(
         "--verbose", action="store_true", help="log every iteration (default: a bar and one line per epoch)"
@@ -725,28 +729,13 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "marker inside them (foreground; the teacher then learns on marker-free phantoms)",
     )
     p.add_argument("--out", type=Path, default=None, help="output folder (default outputs/compare_<bias>)")
-    defaults = _demo_defaults()
-    p.add_argument(
-        "--size", type=int, default=defaults.size, help=f"image side in px (default {defaults.size})"
-    )
-    p.add_argument("--n", type=int, default=defaults.n, help=f"phantoms per split (default {defaults.n})")
-    p.add_argument(
-        "--epochs", type=float, default=1.0, help="multiply every stage's epochs by this (default 1)"
-    )
-    p.add_argument(
-        "--student-epochs",
-        type=_positive_int,
-        default=None,
-        help=f"epochs of every method's student, after --epochs scaling (default {defaults.student_epochs} "
-        "x --epochs)",
-    )
+    _add_stage_sizes(p, "epochs of every method's student", "")
     p.add_argument(
         "--group-confounding",
         type=_fraction,
         default=0.9,
         help="hospital (or marker) - class pairing of group_dro's and irm's training data (default 0.9)",
     )
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="redo every stage and method")
     p.add_argument("--verbose", action="store_true", help="log every iteration")
 

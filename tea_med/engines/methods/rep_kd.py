@@ -48,6 +48,24 @@ def feature_distillation_loss(student_features: torch.Tensor, teacher_features: 
     return F.mse_loss(student_features, teacher_features.detach())
 
 
+def distillation_features(task: TEATask, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One forward of each network on ``x``: the teacher's logits and last-layer input (no graph;
+    through its classifier on its masked input) and the student's (with a graph): keys
+    ``teacher_logits``, ``teacher_features``, ``student_logits``, ``student_features``."""
+    with torch.no_grad():
+        network, seen, _ = explained_input(task.teacher, x)
+        with last_layer_input(network) as t_feat:
+            teacher_logits = network(seen)
+    with last_layer_input(task.student) as s_feat:
+        student_logits = task.student(x)
+    return {
+        "teacher_logits": teacher_logits,
+        "teacher_features": t_feat[-1],
+        "student_logits": student_logits,
+        "student_features": s_feat[-1],
+    }
+
+
 class RepKDStep(MethodStep):
     """Feature matching at the transplanted last layer's input (see the module docs)."""
 
@@ -68,14 +86,9 @@ class RepKDStep(MethodStep):
         self.features: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            network, seen, _ = explained_input(self.task.teacher, x)
-            with last_layer_input(network) as t_feat:
-                teacher_logits = network(seen)
-        with last_layer_input(self.task.student) as s_feat:
-            student_logits = self.task.student(x)
-        self.features = (s_feat[-1], t_feat[-1])
-        return teacher_logits, student_logits
+        out = distillation_features(self.task, x)
+        self.features = (out["student_features"], out["teacher_features"])
+        return out["teacher_logits"], out["student_logits"]
 
     def loss(
         self,
@@ -88,4 +101,4 @@ class RepKDStep(MethodStep):
         return self.weight * feature_distillation_loss(*self.features)
 
 
-__all__ = ["RepKDStep", "feature_distillation_loss", "last_layer_input"]
+__all__ = ["RepKDStep", "distillation_features", "feature_distillation_loss", "last_layer_input"]

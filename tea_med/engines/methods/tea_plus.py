@@ -17,10 +17,9 @@ from typing import Any
 import torch
 
 from tea_med.engines.methods.kd import distillation_loss
-from tea_med.engines.methods.rep_kd import feature_distillation_loss, last_layer_input
+from tea_med.engines.methods.rep_kd import distillation_features, feature_distillation_loss
 from tea_med.engines.steps import TEATrainStep
 from tea_med.engines.task import TEATask
-from tea_med.networks.teacher import explained_input
 
 
 class TEAPlusKDStep(TEATrainStep):
@@ -58,13 +57,8 @@ class TEAPlusRepKDStep(TEATrainStep):
         self.weight = float(weight)
 
     def extra_loss(self, x: torch.Tensor, label: torch.Tensor | None, out: dict[str, Any]) -> torch.Tensor:
-        with torch.no_grad():
-            network, seen, _ = explained_input(self.task.teacher, x)
-            with last_layer_input(network) as t_feat:
-                network(seen)
-        with last_layer_input(self.task.student) as s_feat:
-            self.task.student(x)
-        return self.weight * feature_distillation_loss(s_feat[-1], t_feat[-1])
+        out = distillation_features(self.task, x)
+        return self.weight * feature_distillation_loss(out["student_features"], out["teacher_features"])
 
 
 __all__ = ["TEAPlusKDStep", "TEAPlusRepKDStep"]
