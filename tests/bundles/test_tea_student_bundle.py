@@ -226,3 +226,29 @@ def test_killed_run_resumes_to_the_same_weights_and_best_model_in_the_same_mlflo
     figures = {f.name for f in (tmp_path / "resumed" / "eval" / "heatmaps").glob("validation_*.png")}
     assert figures and figures <= artifacts and "model.pt" in artifacts, artifacts
     assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts
+
+
+def test_a_killed_group_dro_run_resumes_with_its_group_weights(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    """group_dro's hospital weights live outside the student: a resumed run restores them, so its
+    last epoch's weights and group weights equal an uninterrupted run's."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
+    setting = {"max_epochs": 3, "method": "group_dro", "group_dro_step_size": 0.5}
+    done = _run(overrides(phantoms, teacher_ckpt, tmp_path / "straight", **setting), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = overrides(phantoms, teacher_ckpt, tmp_path / "resumed", **setting)
+    killed = _run(resumed, "--kill-at-epoch", "2", env=env)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    again = _run(resumed, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a = torch.load(tmp_path / "straight" / "models" / "checkpoint_epoch=3.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "models" / "checkpoint_epoch=3.pt", weights_only=True)
+    groups = a["method"]["weights"]
+    assert len(a["method"]["groups"]) >= 2 and not torch.allclose(
+        groups, torch.full_like(groups, groups.mean())
+    )
+    assert a["method"]["groups"] == b["method"]["groups"]
+    torch.testing.assert_close(b["method"]["weights"], groups, rtol=0, atol=0)
+    for k, v in a["student"].items():
+        torch.testing.assert_close(b["student"][k], v, rtol=0, atol=0, msg=k)
