@@ -515,6 +515,97 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="measure a classifier's shortcut reliance: background relevance, swaps, lungs removed, markers",
+        description="Audit one or more MONAI classification bundles on a manifest split: the share of "
+        "LRP-ε relevance outside the lungs, the prediction change when the background is swapped "
+        "with another source's, when the lungs are replaced by noise, and when text markers are "
+        "stamped outside the lungs; each with a 95%% interval, per source and per class. Writes "
+        "OUT/report.html, OUT/audit.json and figures.",
+    )
+    p.add_argument(
+        "--bundle",
+        required=True,
+        action="append",
+        metavar="DIR",
+        help="bundle folder (repeat to compare models)",
+    )
+    p.add_argument("--data", required=True, metavar="MANIFEST", help="datalist .json with the split to audit")
+    p.add_argument("--split", default="test_unbiased", help="the manifest split (default test_unbiased)")
+    p.add_argument(
+        "--segmenter-bundle",
+        metavar="DIR",
+        default=None,
+        help="a tea_teacher bundle whose segmenter draws the lung masks (default: the manifest's masks)",
+    )
+    p.add_argument("--out", required=True, metavar="OUT", help="output folder (created)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the swap partners and the noise (default 0)")
+    p.add_argument("--batch", type=_positive_int, default=32, help="images per chunk (default 32)")
+    p.add_argument("--tracking", choices=("mlflow",), default=None, help="log the audit as an MLflow run")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI with --tracking mlflow (default sqlite:///OUT/mlruns.db)",
+    )
+    p.add_argument(
+        "--fail-above",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="exit 3 when a model's overall METRIC exceeds VALUE (repeatable); METRIC: background_share, "
+        "swap_flip_rate, swap_following_rate, lungs_removed_confidence, lungs_removed_accuracy, "
+        "marker_flip_rate",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from tea_med.audit.command import parse_gate, run_audit
+        from tea_med.audit.report import headline_table
+        from tea_med.audit.run import AuditSettings
+        from tea_med.data.errors import DataError
+        from tea_med.data.manifest import ManifestError
+        from tea_med.deploy.bundle import BundleError, MissingCheckpointError
+
+        try:
+            gates = [parse_gate(g) for g in args.fail_above]
+        except ValueError as exc:
+            return _error("audit", exc)
+        uri = None
+        if args.tracking == "mlflow":
+            uri = args.tracking_uri or f"sqlite:///{(Path(args.out) / 'mlruns.db').resolve()}"
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+        try:
+            outcome = run_audit(
+                args.bundle,
+                args.data,
+                args.out,
+                split=args.split,
+                segmenter_bundle=args.segmenter_bundle,
+                settings=AuditSettings(split=args.split, seed=args.seed, batch=args.batch),
+                fail_above=gates,
+                tracking_uri=uri,
+            )
+        except MissingCheckpointError as exc:
+            print(f"tea-med audit: error: {exc}", file=sys.stderr)
+            return 1
+        except (BundleError, DataError, ManifestError, ValueError, FileNotFoundError) as exc:
+            return _error("audit", exc)
+        names = list(outcome.summaries)
+        width = max(len(r[0]) for r in headline_table(outcome.summaries))
+        print(f"{'probe':<{width}}  " + "  ".join(f"{n:>24}" for n in names))
+        for row in headline_table(outcome.summaries):
+            print(f"{row[0]:<{width}}  " + "  ".join(f"{c:>24}" for c in row[2:]))
+        print(f"report: {outcome.outputs['report']} ({outcome.seconds:.1f} s)")
+        if outcome.run_id is not None:
+            print(f"MLflow run {outcome.run_id} in {uri}")
+        for failure in outcome.failures:
+            print(f"tea-med audit: gate failed: {failure}", file=sys.stderr)
+        return 3 if outcome.failures else 0
+
+    p.set_defaults(handler=run)
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
@@ -814,6 +905,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_serve,
     _add_demo,
     _add_compare,
+    _add_audit,
     _add_bundles,
 ]
 
