@@ -9,8 +9,11 @@ output exists is skipped unless ``force``):
 3. ``teacher``: the teacher bundle's classifier on segmented images (it never sees markings);
 4. ``standard``: the same DenseNet121 trained with cross-entropy on unsegmented images;
 5. ``student``: the student bundle: DenseNet121 trained with explanations alone;
-6. ``evaluation``: every model on ``test_biased`` / ``test_unbiased`` / ``test_deceiving``,
-   with intervals, heatmaps and an HTML report.
+6. ``audit``: the shortcut audit of teacher, standard classifier and student on
+   ``test_unbiased`` (:mod:`tea_med.audit`): background relevance, background swaps, lungs
+   removed, markers, side by side in ``<out>/audit/report.html``;
+7. ``evaluation``: every model on ``test_biased`` / ``test_unbiased`` / ``test_deceiving``,
+   with intervals, heatmaps and an HTML report (with the audit's table).
 
 The training stages run the bundles in ``bundles/`` through MONAI's ``ConfigWorkflow`` with
 overrides, so the demo exercises exactly what users run.
@@ -31,7 +34,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 EXPERIMENT = "tea_med_demo"
-STAGES = ("phantoms", "segmenter", "teacher", "standard", "student", "evaluation")
+STAGES = ("phantoms", "segmenter", "teacher", "standard", "student", "audit", "evaluation")
 
 
 @dataclass
@@ -71,6 +74,8 @@ class DemoSettings:
     progress: bool = True
     #: per-iteration log lines of MONAI's StatsHandler (otherwise one line per epoch)
     verbose: bool = False
+    #: the audit stage reads this many images of test_unbiased (the first ones)
+    audit_images: int = 120
     extra: dict[str, Any] = field(default_factory=dict)
 
     def scaled(self, epochs: float, student_epochs: int | None = None) -> DemoSettings:
@@ -299,6 +304,8 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None] = print) -> dict
             elif stage == "student":
                 ov = student_overrides(s, data, models / "student", models / "model.pt")
                 _workflow(_configs(student_dir, "train"), ov, runs, stage, s)
+            elif stage == "audit":
+                _audit(s, data, models, runs)
             elif stage == "evaluation":
                 summary = _evaluate(s, data, models, runs)
                 (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -340,16 +347,12 @@ TARGETS = {
 }
 
 
-def _evaluate(s: DemoSettings, data: Path, models: Path, runs: DemoRuns) -> dict[str, Any]:
-    """Teacher, standard classifier and student on the three test sets; report and MLflow run."""
-    from mlflow.entities import Metric
-    from torch import nn
-
+def _demo_models(s: DemoSettings, models: Path) -> dict[str, Any]:
+    """The demo's teacher, standard classifier and student, with their trained weights."""
     from tea_med.data.phantoms import CLASSES
-    from tea_med.evaluation.report import evaluate_on_bias_splits, write_report
     from tea_med.networks import densenet121, load_teacher, load_weights
 
-    nets: dict[str, nn.Module] = {
+    nets: dict[str, Any] = {
         "teacher": load_teacher(
             models / "model.pt",
             num_classes=len(CLASSES),
@@ -359,6 +362,75 @@ def _evaluate(s: DemoSettings, data: Path, models: Path, runs: DemoRuns) -> dict
     }
     for name in ("standard", "student"):
         nets[name] = load_weights(densenet121(num_classes=len(CLASSES)), models / name / "model.pt").eval()
+    return nets
+
+
+def _audit(s: DemoSettings, data: Path, models: Path, runs: DemoRuns) -> None:
+    """The shortcut audit of the three models on test_unbiased; ``<out>/audit`` and an MLflow run."""
+    from mlflow.entities import Metric
+
+    from tea_med.audit.report import write_audit
+    from tea_med.audit.run import GATE_METRICS, AuditData, AuditSettings, audit_model, gate_value
+    from tea_med.data.phantoms import CLASSES
+
+    split = "test_unbiased"
+    audit_data = AuditData(data / "datalist_png.json", split, s.size, list(CLASSES), limit=s.audit_images)
+    settings = AuditSettings(split=split, seed=s.seed)
+    eps = (s.eps_lo * s.eps_hi) ** 0.5
+    summaries = {
+        name: audit_model(net, audit_data, settings, eps=eps) for name, net in _demo_models(s, models).items()
+    }
+    context = {
+        "data": str(data / "datalist_png.json"),
+        "split": split,
+        "images": s.audit_images,
+        "seed": s.seed,
+    }
+    outputs = write_audit(s.out / "audit", summaries, title="tea_med demo: shortcut audit", context=context)
+    run_id = runs.child("audit")
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{name}_{metric}", value, now, 0)
+        for name, summary in summaries.items()
+        for metric in GATE_METRICS
+        if (value := gate_value(summary, metric)) is not None
+    ]
+    runs.client.log_batch(run_id, metrics=metrics)
+    for path in outputs.values():
+        runs.client.log_artifact(run_id, str(path))
+    runs.client.set_terminated(run_id)
+
+
+def _audit_section(out: Path) -> str:
+    """The audit's headline table for the demo's report (empty when the audit has not run)."""
+    import html
+
+    from tea_med.audit.report import headline_table
+
+    path = out / "audit" / "audit.json"
+    if not path.is_file():
+        return ""
+    models = json.loads(path.read_text())["models"]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["probe", "reading", *models])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+        for row in headline_table(models)
+    )
+    return (
+        "<h2>Shortcut audit (test_unbiased)</h2><p>Does each model read the lungs or the background? "
+        'Estimates with 95% intervals; details, swap matrices and examples in <a href="audit/report.html">'
+        f"audit/report.html</a>.</p><table><tr>{head}</tr>{body}</table>"
+    )
+
+
+def _evaluate(s: DemoSettings, data: Path, models: Path, runs: DemoRuns) -> dict[str, Any]:
+    """Teacher, standard classifier and student on the three test sets; report and MLflow run."""
+    from mlflow.entities import Metric
+
+    from tea_med.data.phantoms import CLASSES
+    from tea_med.evaluation.report import evaluate_on_bias_splits, write_report
+
+    nets = _demo_models(s, models)
     evaluation = evaluate_on_bias_splits(
         nets,
         data / "datalist_png.json",
@@ -380,7 +452,12 @@ def _evaluate(s: DemoSettings, data: Path, models: Path, runs: DemoRuns) -> dict
         "segmenter.</p>"
     )
     report = write_report(
-        s.out, evaluation, targets, title="tea_med demo: training with explanations alone", intro=intro
+        s.out,
+        evaluation,
+        targets,
+        title="tea_med demo: training with explanations alone",
+        intro=intro,
+        sections=_audit_section(s.out),
     )
     run_id = runs.child("evaluation")
     now = int(time.time() * 1000)
@@ -401,6 +478,7 @@ def _stage_done(stage: str, data: Path, models: Path, out: Path) -> bool:
         "teacher": (models / "model.pt").is_file(),
         "standard": (models / "standard" / "model.pt").is_file(),
         "student": (models / "student" / "model.pt").is_file(),
+        "audit": (out / "audit" / "audit.json").is_file(),
         "evaluation": (out / "summary.json").is_file() and (out / "report.html").is_file(),
     }[stage]
 

@@ -76,6 +76,8 @@ class AuditData:
     #: where masks come from: ``"manifest"`` or a callable ``x -> [B, 1, H, W]`` mask
     masks: Any = "manifest"
     batch: int = 32
+    #: audit at most this many images (the split's first ones); ``None``: all
+    limit: int | None = None
 
     def chunks(self) -> Iterator[dict[str, Any]]:
         from monai.data import DataLoader
@@ -92,7 +94,14 @@ class AuditData:
             labels=self.class_names,
             require_mask=from_manifest,
         )
+        seen = 0
         for batch in DataLoader(ds, batch_size=self.batch, shuffle=False, num_workers=0):
+            if self.limit is not None and seen >= self.limit:
+                return
+            take = len(batch["image"]) if self.limit is None else min(len(batch["image"]), self.limit - seen)
+            seen += take
+            names = [Path(str(f)).stem for f in batch["image"].meta["filename_or_obj"]][:take]
+            batch = {k: v[:take] for k, v in batch.items()}
             x = convert_to_tensor(batch["image"], track_meta=False).float()
             if from_manifest:
                 mask = (convert_to_tensor(batch["mask"], track_meta=False).float() > 0.5).float()
@@ -107,7 +116,7 @@ class AuditData:
                 if label is None
                 else convert_to_tensor(label, track_meta=False).long().reshape(-1),
                 "source": [str(s) for s in batch.get("source", ["unknown"] * n)],
-                "name": [Path(str(f)).stem for f in batch["image"].meta["filename_or_obj"]],
+                "name": names,
             }
 
 

@@ -197,8 +197,10 @@ def write_report(
     *,
     title: str = "tea_med: training with explanations alone",
     intro: str = "",
+    sections: str = "",
 ) -> Path:
-    """A self-contained ``<out>/report.html`` (figures referenced relative to ``out``)."""
+    """A self-contained ``<out>/report.html`` (figures referenced relative to ``out``); ``sections``
+    is HTML placed after the bias table (the demo's audit)."""
     out = Path(out)
     rows = evaluation.rows()
 
@@ -232,6 +234,7 @@ td:first-child{{text-align:left}}figure{{display:inline-block;margin:.5em}}img{{
 in training (macro, DeLong 95% CI); share of positive relevance outside the lungs on test_deceiving.</p>
 <table><tr><th>model</th><th>biased</th><th>unbiased</th><th>deceiving</th><th>gap</th><th>AUC unbiased</th>
 <th>background relevance</th></tr>{table}</table><ul>{checks}</ul>
+{sections}
 {img("heatmaps_deceiving", "LRP-ε heatmaps on test_deceiving (class-hospital pairing permuted)")}
 <h2>Out-of-distribution test set (test_unbiased)</h2>
 <p>Per-class sensitivity, specificity and F1 with 95% credible intervals (posterior of the confusion matrix);
