@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from deploy.conftest import SIZE, make_student_bundle
 from mlflow.tracking import MlflowClient
 
@@ -77,3 +78,23 @@ def test_bad_inputs_are_named(
     assert "holdout" in capsys.readouterr().err
     with pytest.raises(ValueError, match="VALUE must be a number, got 'high'"):
         parse_gate("swap_flip_rate=high")
+
+
+def test_masks_can_come_from_a_teacher_bundles_segmenter(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    from tea_med.bundled import copy_bundles, set_common_values
+    from tea_med.networks import TeacherPipeline, densenet121, lung_segmenter
+
+    bundle, manifest = setup
+    (teacher,) = copy_bundles(tmp_path, names=("tea_teacher",))
+    set_common_values(teacher, {"image_size": SIZE, "segmenter_profile": "small"})
+    torch.manual_seed(3)
+    pipeline = TeacherPipeline(lung_segmenter("small"), densenet121(num_classes=3))
+    torch.save({"model": pipeline.state_dict()}, teacher / "models" / "model.pt")
+    out = tmp_path / "audit"
+    args = ["audit", "--bundle", str(bundle), "--data", str(manifest), "--out", str(out)]
+    assert main([*args, "--segmenter-bundle", str(teacher)]) == 0
+    data = json.loads((out / "audit.json").read_text())
+    assert data["context"]["masks"] == f"segmenter of {teacher}"
+    assert data["models"]["tea_student"]["n_images"] == 6
+    # a classifier bundle is not a segmenter
+    assert main([*args, "--segmenter-bundle", str(bundle)]) == 2
