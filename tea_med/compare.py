@@ -190,6 +190,15 @@ def _write_data(c: CompareSettings, p: Paths, say: Callable[[str], None]) -> Non
         )
 
 
+def _forget_students(p: Paths) -> None:
+    """Remove every method's student and result: they depend on the teacher just retrained."""
+    for result in p.results.glob("*.json"):
+        result.unlink()
+    for method in METHODS:
+        if (p.models / method).is_dir():
+            shutil.rmtree(p.models / method)
+
+
 def _method_data(c: CompareSettings, p: Paths, method: str) -> Path:
     return p.group_data if method in GROUP_METHODS else p.data
 
@@ -294,6 +303,7 @@ def run_compare(c: CompareSettings, say: Callable[[str], None] = print) -> dict[
                 continue
             say(f"[{stage}] training on {teacher_data.name}")
             _workflow(_configs(teacher_dir, workflow), overrides(s, teacher_data, p.models), runs, stage, s)
+            _forget_students(p)  # every student learned from (or was judged against) the old teacher
         teacher_result = p.results / "teacher.json"
         if teacher_result.is_file() and not s.force:
             rows["teacher"] = json.loads(teacher_result.read_text())["row"]
@@ -409,12 +419,10 @@ def comparison_figure(
 ) -> Path:
     """Generalisation gap against deceiving-set accuracy, one labelled point per method (with its
     95% interval on the deceiving set); the teacher as a reference star. Best: bottom right."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    fig = Figure(figsize=(7.5, 5.5))
+    ax = fig.subplots()
     for name in ("teacher", *methods):
         if name not in rows:
             continue
@@ -437,7 +445,6 @@ def comparison_figure(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

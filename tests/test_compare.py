@@ -138,6 +138,7 @@ def test_a_second_comparison_reuses_every_finished_stage(
     printed = capsys.readouterr().out
     assert "[segmenter] up to date" in printed and "[teacher] up to date" in printed
     assert "[1/2 tea] up to date, reused" in printed and "[2/2 erm] up to date, reused" in printed
+    assert "[1/2 tea] training" not in printed
     assert "| group_dro |" not in printed  # the table holds the methods asked for
 
 
@@ -152,3 +153,20 @@ def test_a_foreground_comparison_trains_its_teacher_elsewhere(tmp_path: Path) ->
     assert all("marker" not in r for r in teacher["training"])
     assert teacher["metadata"]["confounding"] == 0.0
     assert "Bias: foreground" in (tmp_path / "comparison.md").read_text()
+
+
+@pytest.mark.slow
+def test_force_retrains_what_a_comparison_would_reuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sizes = ["--size", "32", "--n", "6", "--epochs", "0.05", "--out", str(tmp_path)]
+    assert main(["compare", "--methods", "tea,erm", *sizes]) == 0
+    before = json.loads((tmp_path / "results" / "erm.json").read_text())["train_seconds"]
+    capsys.readouterr()
+    assert main(["compare", "--methods", "erm", *sizes, "--force"]) == 0
+    printed = capsys.readouterr().out
+    assert "up to date" not in printed and "[segmenter] training" in printed
+    assert "[1/1 erm] training 2 epochs on phantoms" in printed
+    assert json.loads((tmp_path / "results" / "erm.json").read_text())["train_seconds"] != before
+    # a new teacher: the students of the old one are gone, not reused later
+    assert not (tmp_path / "results" / "tea.json").exists() and not (tmp_path / "models" / "tea").exists()

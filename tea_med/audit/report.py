@@ -56,15 +56,13 @@ def headline_table(summaries: Mapping[str, Mapping[str, Any]]) -> list[list[str]
 
 def swap_matrix_figure(summary: Mapping[str, Any], path: Path, title: str) -> Path:
     """The flip rate of swaps from each source's lungs (rows) onto each source's background (columns)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     matrix = summary["swap"]["matrix"]
     sources = matrix["sources"]
     rate = np.array([[np.nan if v is None else v for v in row] for row in matrix["flip_rate"]], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 * len(sources) + 2.5, 1.0 * len(sources) + 2))
+    fig = Figure(figsize=(1.2 * len(sources) + 2.5, 1.0 * len(sources) + 2))
+    ax = fig.subplots()
     im = ax.imshow(rate, vmin=0.0, vmax=1.0, cmap="Reds")
     for i in range(len(sources)):
         for j in range(len(sources)):
@@ -80,23 +78,20 @@ def swap_matrix_figure(summary: Mapping[str, Any], path: Path, title: str) -> Pa
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def examples_figure(summaries: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
     """Example swaps (lungs, background donor, swapped image) with each model's prediction before
     and after; ``None`` when no model kept examples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     first = next((s for s in summaries.values() if s.get("examples")), None)
     if first is None:
         return None
     examples = first["examples"]
-    fig, axes = plt.subplots(len(examples), 3, figsize=(7.5, 2.5 * len(examples)), squeeze=False)
+    fig = Figure(figsize=(7.5, 2.5 * len(examples)))
+    axes = fig.subplots(len(examples), 3, squeeze=False)
     for r, ex in enumerate(examples):
         for c, key in enumerate(("original", "donor", "swapped")):
             ax = axes[r][c]
@@ -113,7 +108,6 @@ def examples_figure(summaries: Mapping[str, Mapping[str, Any]], path: Path) -> P
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
