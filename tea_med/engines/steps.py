@@ -13,6 +13,7 @@ import torch
 from ignite.engine import Engine
 from monai.engines.utils import IterationEvents, default_metric_cmp_fn
 
+from tea_med.engines.distributed import average_gradients
 from tea_med.engines.task import TEATask
 
 
@@ -91,10 +92,12 @@ class TEATrainStep:
         total = student_loss + out.get("teacher_loss", 0.0)
         total.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        average_gradients(params)  # over torch.distributed processes, when there are several
         torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
         self.optimizer.step()
         if self.teacher_optimizer is not None:
             t_params = [p for g in self.teacher_optimizer.param_groups for p in g["params"]]
+            average_gradients(t_params)
             torch.nn.utils.clip_grad_norm_(t_params, self.max_grad_norm)
             self.teacher_optimizer.step()
         result = {

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine
 
+from tea_med.engines.distributed import average_gradients
 from tea_med.engines.steps import engine_device, finish_iteration, plain_tensor
 from tea_med.engines.task import TEATask
 from tea_med.networks.teacher import TeacherPipeline
@@ -101,6 +102,7 @@ class MethodStep(ABC):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        average_gradients(params)  # over torch.distributed processes, when there are several
         torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
         self.optimizer.step()
         agreement = (student_logits.argmax(1) == teacher_logits.argmax(1)).float().mean()
