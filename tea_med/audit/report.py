@@ -111,8 +111,25 @@ def examples_figure(summaries: Mapping[str, Mapping[str, Any]], path: Path) -> P
     return path
 
 
+def heatmaps_figure(summaries: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
+    """The first images with each model's LRP-ε heatmap (models LRP refused are left out)."""
+    from tea_med.evaluation.figures import heatmap_grid
+
+    explained = {n: s["heatmaps"] for n, s in summaries.items() if s.get("heatmaps")}
+    if not explained:
+        return None
+    first = next(iter(explained.values()))
+    count = min(len(h) for h in explained.values())
+    return heatmap_grid(
+        [image for image, _ in first[:count]],
+        {f"{name} LRP-ε": [h for _, h in maps[:count]] for name, maps in explained.items()},
+        path,
+        title="where each model looks (red: evidence for its prediction)",
+    )
+
+
 def _json_ready(summary: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k != "examples"}
+    return {k: v for k, v in summary.items() if k not in ("examples", "heatmaps")}
 
 
 def _breakdown(summary: Mapping[str, Any], by: str) -> str:
@@ -150,6 +167,9 @@ def write_audit(
     examples = examples_figure(summaries, out / "swap_examples.png")
     if examples is not None:
         figures["swap_examples"] = examples
+    heatmaps = heatmaps_figure(summaries, out / "heatmaps.png")
+    if heatmaps is not None:
+        figures["heatmaps"] = heatmaps
     data = {"context": dict(context), "models": {n: _json_ready(s) for n, s in summaries.items()}}
     audit_json = out / "audit.json"
     audit_json.write_text(json.dumps(data, indent=2, default=float) + "\n")
@@ -182,6 +202,7 @@ falls to chance ({chance:.3f}) when its lungs are removed. Figures: estimate [95
 (Jeffreys for rates, bootstrap for means).</p>
 <table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>
 {'<img src="swap_examples.png" alt="example swaps">' if examples is not None else ""}
+{'<img src="heatmaps.png" alt="LRP-ε heatmaps">' if heatmaps is not None else ""}
 {"".join(sections)}</body></html>"""
     report = out / "report.html"
     report.write_text(page)

@@ -151,16 +151,19 @@ class _Collected:
     marker_classes: list[str] = field(default_factory=list)
     marker_kind: list[str] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    #: (image, LRP-ε heatmap) of the first images, for the report
+    heatmaps: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
 def _relevance_share(
     model: nn.Module, x: torch.Tensor, mask: torch.Tensor, eps: float, seed: int
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """The share of positive relevance outside the lungs per image, and the heatmaps."""
     from tea_med.evaluation.relevance import background_relevance_share
     from tea_med.evaluation.report import explain_predictions
 
     _, heat = explain_predictions(model, x, eps=eps, seed=seed)
-    return background_relevance_share(heat, mask.numpy())
+    return background_relevance_share(heat, mask.numpy()), heat
 
 
 def _audit_chunk(
@@ -188,7 +191,10 @@ def _audit_chunk(
     rows = np.arange(n)
     if got.refused is None:
         try:
-            got.share += _relevance_share(model, x, mask, eps, s.seed).tolist()
+            share, heat = _relevance_share(model, x, mask, eps, s.seed)
+            got.share += share.tolist()
+            if not got.heatmaps:  # the first chunk's: the images the report shows
+                got.heatmaps = [(x[i, 0].numpy(), heat[i]) for i in range(min(n, s.examples))]
         except LRPUnsupportedError as err:
             got.refused = str(err)
     # background swap: partners from other sources within the chunk
@@ -261,8 +267,8 @@ def _swap_matrix(pairs: list[tuple[str, str, bool]]) -> dict[str, Any]:
 def audit_model(
     model: nn.Module, data: AuditData, settings: AuditSettings | None = None, eps: float | None = None
 ) -> dict[str, Any]:
-    """Every probe on ``model`` over ``data``; a JSON-friendly summary (``examples`` holds arrays
-    for the report's figures and is dropped from ``audit.json``)."""
+    """Every probe on ``model`` over ``data``; a JSON-friendly summary (``examples`` and
+    ``heatmaps`` hold arrays for the report's figures and are left out of ``audit.json``)."""
     s = settings or AuditSettings()
     model.eval()
     rng = np.random.default_rng(s.seed)
@@ -325,6 +331,7 @@ def audit_model(
             },
         },
         "examples": got.examples,
+        "heatmaps": got.heatmaps,
     }
     return summary
 

@@ -46,6 +46,7 @@ def test_an_audit_writes_its_report_json_and_mlflow_run(setup: tuple[Path, Path]
     page = (out / "report.html").read_text()
     assert "swap: prediction flips" in page and "swap_matrix_tea_student.png" in page
     assert (out / "swap_matrix_tea_student.png").is_file() and (out / "swap_examples.png").is_file()
+    assert (out / "heatmaps.png").is_file() and "heatmaps.png" in page and "heatmaps" not in first
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
     assert "tea_student.swap_flip_rate" in run.data.metrics
