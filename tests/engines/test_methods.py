@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers.fake_engine import FakeEngine
 
 from tea_med.engines import TEATask
 from tea_med.engines.methods import (
@@ -251,16 +252,7 @@ def _mask_task(student: torch.nn.Module | None = None) -> TEATask:
     return TEATask(teacher, student if student is not None else densenet121(num_classes=3))
 
 
-class _Engine:  # the attributes of a MONAI engine a step reads
-    class state:  # noqa: N801 - mirrors ignite's Engine.state
-        device = torch.device("cpu")
-        output = None
-        iteration = 1
-        epoch = 1
-
-    @staticmethod
-    def fire_event(_: object) -> None:
-        pass
+_Engine = FakeEngine
 
 
 def test_the_isnet_background_loss_matches_a_hand_computation() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from helpers.fake_engine import FakeEngine
 from tea_med.engines import TEATask, TEATrainStep
 from tea_med.engines.methods import training_step
 from tea_med.networks import densenet121
@@ -31,16 +32,7 @@ def batch() -> dict[str, torch.Tensor]:
     return {"image": torch.rand(GLOBAL_BATCH, 3, 32, 32, generator=g), "label": torch.tensor([0, 1, 2, 0])}
 
 
-class Engine:  # what a MONAI engine gives a step
-    class state:  # noqa: N801 - mirrors ignite's Engine.state
-        device = torch.device("cpu")
-        output = None
-        iteration = 1
-        epoch = 1
-
-    @staticmethod
-    def fire_event(_: object) -> None:
-        pass
+Engine = FakeEngine
 
 
 def step(task: TEATask, method: str) -> TEATrainStep:
