@@ -408,7 +408,7 @@ def comparison_markdown(
         f"\n\nBias: {bias}. Balanced accuracy in percent [95% credible interval of the mean recall, "
         "posterior of the confusion matrix]; gap = |biased - deceiving| (points; smaller is better); AUC: "
         "macro one-vs-rest on test_unbiased [95% DeLong interval]; background relevance: share of "
-        "absolute LRP-ε relevance outside the lungs on test_deceiving; train min: the method's "
+        "positive LRP-ε relevance outside the lungs on test_deceiving; train min: the method's "
         "training wall time.\n"
     )
     return "\n".join(lines) + note
