@@ -1,5 +1,6 @@
 """TEA and its baselines under ``torchrun``: two gloo processes on CPU take the step of the global
-batch, to the bit, for a student with frozen batch-norm statistics."""
+batch for a student with frozen batch-norm statistics: every rank the same step to the bit, and
+that step the single-process one up to float32 summation order."""
 
 from __future__ import annotations
 
@@ -54,5 +55,6 @@ def test_two_torchrun_processes_take_the_global_batch_step(method: str, tmp_path
     reference = _single_process_reference(method)
     for r0, r1, ref in zip(*ranks, reference, strict=True):
         torch.testing.assert_close(r0, r1, rtol=0, atol=0)  # every rank takes the same step
-        torch.testing.assert_close(r0, ref, rtol=1e-5, atol=1e-7)
+        # the reference runs with this process's thread count, so its sums are ordered differently
+        torch.testing.assert_close(r0, ref, rtol=1e-4, atol=1e-6)
     assert any(float(g.abs().sum()) > 0 for g in reference)
