@@ -23,6 +23,8 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from tea_med.engines.distributed import broadcast_buffers
+
 __all__ = ["BatchNormRecalibration", "recalibrate_batchnorm"]
 
 
@@ -119,7 +121,8 @@ class BatchNormRecalibration:
 
     Attach it to the validator of a training workflow (bundle configs list it in
     ``validate#handlers``): the validation metrics, and the checkpoint the validator saves, then
-    use statistics of the weights being validated.
+    use statistics of the weights being validated. Under ``torchrun`` every rank then takes rank
+    0's statistics, so that all ranks validate, and rank 0 saves, one and the same network.
 
     Args:
         module: whose batch-norm statistics are re-estimated.
@@ -161,3 +164,4 @@ class BatchNormRecalibration:
             device=device,
             max_images=self.max_images,
         )
+        broadcast_buffers(self.module)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from monai.transforms import Randomizable
 
+from tea_med.engines.distributed import gather_objects, rank, world_size
+
 
 def _randomizables(obj: Any, seen: set[int] | None = None) -> list[Randomizable]:
     """Every MONAI ``Randomizable`` reachable from ``obj`` (Compose chains, wrapped transforms)."""
@@ -50,6 +52,11 @@ class RandomStates:
     List it in a checkpoint's ``save_dict`` (and the matching ``CheckpointLoader``'s
     ``load_dict``) so that a run killed and restarted draws the same numbers as one that never
     stopped. Exact with ``num_workers=0``; worker processes have states of their own.
+
+    Under ``torchrun`` every process draws its own numbers: ``state_dict()`` gathers all ranks'
+    states (a collective call, which ignite's checkpoint handlers make on every rank before rank
+    0 writes the file) and ``load_state_dict()`` gives each rank its own back, so a resumed
+    multi-process run needs as many processes as the one that wrote the checkpoint.
     """
 
     def __init__(self, task: Any = None, transforms: Any = None) -> None:
@@ -57,6 +64,21 @@ class RandomStates:
         self.transforms = _randomizables(transforms)
 
     def state_dict(self) -> dict[str, Any]:
+        if world_size() > 1:
+            return {"ranks": gather_objects(self._local_state())}
+        return self._local_state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = len(state["ranks"]) if "ranks" in state else 1
+        if saved != world_size():
+            raise ValueError(
+                f"the checkpoint's random states were written by {saved} process(es), this run has "
+                f"{world_size()}: resume with --nproc_per_node {saved} (or without torchrun when 1), "
+                "or start afresh in another ckpt_dir"
+            )
+        self._load_local(state["ranks"][rank()] if "ranks" in state else state)
+
+    def _local_state(self) -> dict[str, Any]:
         version, internal, gauss = random.getstate()
         state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
@@ -69,7 +91,7 @@ class RandomStates:
             state["task"] = generator.get_state()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def _load_local(self, state: dict[str, Any]) -> None:
         if len(state["transforms"]) != len(self.transforms):
             raise ValueError(
                 f"checkpoint holds {len(state['transforms'])} transform random states, this run has "

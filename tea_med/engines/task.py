@@ -63,6 +63,13 @@ class TEATask(nn.Module):
             raise ValueError(f"eps_range must be (lo, hi) with 0 < lo <= hi, got {eps_range!r}")
         if warmup_epochs and teacher_ce_weight is None:
             raise ValueError("warmup_epochs needs teacher_ce_weight (warm-up co-trains the teacher)")
+        if any(isinstance(m, nn.SyncBatchNorm) for m in student.modules()):
+            raise ValueError(
+                "the student has SyncBatchNorm layers, whose backward (batch_norm_backward_reduce, "
+                "batch_norm_backward_elemt and an all_reduce) has no derivative, so TEA's double "
+                "backward through them is not exact: keep the student's BatchNorm2d (per-process "
+                "batch statistics under torchrun) or train with bn_mode='frozen'"
+            )
         self.teacher = teacher
         self.student = student
         self.explainer = explainer or LRPEpsilon()

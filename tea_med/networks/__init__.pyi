@@ -18,6 +18,7 @@ from .lrp_ready import probe_input as probe_input
 from .registry import NETWORKS as NETWORKS
 from .registry import build_network as build_network
 from .segmenter import SEGMENTER_PROFILES as SEGMENTER_PROFILES
+from .segmenter import frozen_segmenter as frozen_segmenter
 from .segmenter import lung_segmenter as lung_segmenter
 from .student import STUDENT_INITS as STUDENT_INITS
 from .student import init_student as init_student

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from monai.networks.nets import UNet
@@ -31,3 +32,14 @@ def lung_segmenter(profile: str = "paper", in_channels: int = 3, **overrides: An
         raise ValueError(f"profile must be one of {sorted(SEGMENTER_PROFILES)}, got {profile!r}")
     kwargs = {**SEGMENTER_PROFILES[profile], **overrides}
     return UNet(spatial_dims=2, in_channels=in_channels, out_channels=1, **kwargs)
+
+
+def frozen_segmenter(ckpt_path: str | os.PathLike[str], profile: str = "paper") -> UNet:
+    """The trained lung segmenter of ``ckpt_path``, frozen (no gradients, eval mode) for the
+    teacher's classifier training, which keeps it so (:meth:`TeacherPipeline.train`)."""
+    from tea_med.networks.checkpoints import load_weights
+
+    net = lung_segmenter(profile)
+    load_weights(net, ckpt_path)
+    net.requires_grad_(False)
+    return net.eval()

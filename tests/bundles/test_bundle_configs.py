@@ -5,6 +5,7 @@ with clear errors, and nothing points outside the bundle."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from monai.transforms import Compose, CopyItemsd, DeleteItemsd
 
 from tea_med.data import eval_transforms, test_transforms, train_transforms
 from tea_med.data.manifest import load_datalist
+from tea_med.networks import lung_segmenter
 
 CLASSES = ["normal", "pneumonia", "covid"]
 WORKFLOWS = {
@@ -64,6 +66,9 @@ def _parser(bundle: Path, name: str, **overrides: Any) -> ConfigParser:
 def test_every_workflow_composes_and_parses(
     bundle: Path, name: str, phantoms: Path, teacher_ckpt: Path, tmp_path: Path
 ) -> None:
+    if name == "train_classifier":  # it trains on top of a segmenter
+        (tmp_path / "models").mkdir()
+        torch.save(lung_segmenter("small").state_dict(), tmp_path / "models" / "segmenter.pt")
     parser = _parser(bundle, name, **_overrides(bundle, phantoms, tmp_path, teacher_ckpt))
     assert {"initialize", "run", "network_def", "device", "class_names"} <= set(parser.get())
     assert isinstance(parser.get_parsed_content("network_def"), torch.nn.Module)
@@ -76,6 +81,24 @@ def test_every_workflow_composes_and_parses(
         ids = ["dataset"]
     for key in ids:
         assert len(parser.get_parsed_content(key)) > 0, key
+
+
+@pytest.mark.parametrize(("bundle", "name"), [c for c in CASES if WORKFLOWS[c[0]][c[1]] == "train"], ids=_id)
+def test_multi_gpu_train_overrides_ids_every_training_workflow_has(bundle: Path, name: str) -> None:
+    """Each ``a#b#c`` the torchrun overrides set names a place that exists in the workflow (a
+    renamed key would otherwise add a new, unused one)."""
+    overrides = json.loads((bundle / "configs" / "multi_gpu_train.json").read_text())
+    parser = _parser(bundle, name)
+    for key in overrides:
+        parent, _, last = key.rpartition("#")
+        if parent:
+            assert isinstance(parser[parent], dict), f"{name}: {key}"
+            if last != "sampler":  # the samplers are new entries beside their data loaders
+                assert last in parser[parent], f"{name}: {key}"
+        elif key != "finalize":  # the workflow's last step, which they add
+            assert key in parser.get(), f"{name}: {key}"
+    assert parser["train#trainer#train_handlers"] == "@train#handlers"
+    assert parser["validate#evaluator#val_handlers"] == "@validate#handlers"
 
 
 def test_student_workflows_share_one_definition_of_the_common_keys() -> None:
@@ -241,7 +264,7 @@ def test_configs_stay_inside_the_bundle_and_document_their_settings(bundle: Path
     configs = sorted((bundle / "configs").glob("*.yaml"))
     # every workflow, the shared keys, and mlflow.yaml: the settings of --tracking configs/mlflow.yaml
     assert {c.stem for c in configs} == {"common", "mlflow", *WORKFLOWS[bundle]}
-    assert {c.name for c in (bundle / "configs").glob("*.json")} == {"metadata.json"}
+    assert {c.name for c in (bundle / "configs").glob("*.json")} == {"metadata.json", "multi_gpu_train.json"}
     for config in configs:
         values = _strings(ConfigParser.load_config_file(config))
         assert not [v for v in values if "../" in v or v.startswith("/")], config.name

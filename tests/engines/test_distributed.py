@@ -14,6 +14,8 @@ import pytest
 import torch
 from helpers.ddp_tea_step import GLOBAL_BATCH, Engine, batch, build, grads, step
 
+from tea_med.engines.distributed import data_parallel, handlers_of_this_rank, init_distributed
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -37,6 +39,19 @@ def _single_process_reference(method: str) -> list[torch.Tensor]:
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in mean]))
     scale = min(1.0, 1.0 / (float(norm) + 1e-6))  # torch.nn.utils.clip_grad_norm_'s rule, max norm 1
     return [g * scale for g in mean]
+
+
+def test_one_process_runs_every_handler_and_needs_torchrun_for_a_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handlers = [object(), object()]
+    assert handlers_of_this_rank(handlers) == handlers
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(RuntimeError, match=r"multi_gpu_train\.json runs under torchrun, which sets RANK"):
+        init_distributed()
+    net = torch.nn.Linear(2, 2)
+    assert data_parallel(net, torch.device("cpu")) is net  # one process: nothing to wrap
 
 
 @pytest.mark.slow

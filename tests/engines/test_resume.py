@@ -97,6 +97,14 @@ def test_random_states_without_task_and_refusing_other_preprocessing() -> None:
         RandomStates(transforms=[RandFlip(prob=0.5)]).load_state_dict(state)
 
 
+def test_random_states_of_a_two_process_run_need_two_processes() -> None:
+    state = RandomStates().state_dict()
+    with pytest.raises(
+        ValueError, match=r"by 2 process\(es\), this run has 1: resume with --nproc_per_node 2"
+    ):
+        RandomStates().load_state_dict({"ranks": [state, state]})
+
+
 def test_latest_checkpoint_picks_the_highest_number(tmp_path: Path) -> None:
     assert latest_checkpoint(tmp_path / "absent") is None
     assert latest_checkpoint(tmp_path) is None

@@ -156,6 +156,13 @@ def test_bn_modes_and_frozen_teacher() -> None:
         TEATask(teacher, init_student(teacher), bn_mode="eval")
 
 
+def test_a_student_with_sync_batch_norm_is_refused() -> None:
+    teacher = small_cnn().eval()
+    student = nn.SyncBatchNorm.convert_sync_batchnorm(init_student(teacher))
+    with pytest.raises(ValueError, match="SyncBatchNorm layers, whose backward"):
+        TEATask(teacher, student)
+
+
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy written out: log-sum-exp (max subtracted) minus the true class's logit."""
     m = logits.max(1, keepdim=True).values
