@@ -14,6 +14,7 @@ per-rank normalised losses, not of the global batch.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -63,6 +64,8 @@ def init_distributed(backend: str | None = None) -> torch.device:
         raise ValueError(f"backend must be 'nccl' or 'gloo', got {backend!r}")
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+    if dist.get_rank() > 0:  # one log: the engines' progress messages of rank 0 only
+        logging.getLogger("ignite").setLevel(logging.WARNING)
     if cuda:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

@@ -71,7 +71,8 @@ def test_a_resumed_two_process_student_run_ends_with_the_weights_of_an_uninterru
     assert "Saved checkpoint at epoch: 2" in run("a", 2)
     run("b", 1)
     resumed = run("b", 2)  # the same command with more epochs: continues from checkpoint_epoch=1.pt
-    assert resumed.count("Restored all variables from") == 2  # both ranks load the checkpoint
+    assert "Restored all variables from" in resumed  # rank 0's log; rank 1 restoring too is what
+    # makes the weights below match: the steps average both ranks' gradients
 
     a = torch.load(tmp_path / "a" / "models" / "checkpoint_epoch=2.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "models" / "checkpoint_epoch=2.pt", weights_only=True)
