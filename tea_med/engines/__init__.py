@@ -12,6 +12,7 @@ from tea_med.engines.recalibration import BatchNormRecalibration, recalibrate_ba
 from tea_med.engines.resume import BestCheckpointState, RandomStates, ResumeCheckpoint, latest_checkpoint
 from tea_med.engines.sampling import sample_eps, sample_targets
 from tea_med.engines.steps import (
+    PRECISIONS,
     VALIDATION_METRICS,
     TEATrainStep,
     TEAValidationStep,
@@ -23,6 +24,7 @@ from tea_med.engines.validation import ValidateLastEpoch
 
 __all__ = [
     "BN_MODES",
+    "PRECISIONS",
     "VALIDATION_METRICS",
     "BatchNormRecalibration",
     "BestCheckpointState",

@@ -131,6 +131,50 @@ def test_the_update_equals_the_one_from_the_heatmap_loss_alone(trained_teacher) 
         torch.testing.assert_close(frozen[name], value, rtol=0, atol=0, msg=name)
 
 
+def _one_step(teacher: nn.Module, xb: torch.Tensor, **options: object) -> nn.Module:
+    """The student after one TEATrainStep (SGD, lr 0.1) under the stock trainer."""
+    student = init_student(teacher, mode="copy")
+    task = TEATask(copy.deepcopy(teacher), student, seed=5)
+    opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=0.1)
+    step = TEATrainStep(task, opt, max_grad_norm=1.0, **options)  # type: ignore[arg-type]
+    SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=[{"image": xb}], network=student,
+        optimizer=opt, loss_function=task.loss, iteration_update=step, decollate=False,
+    ).run()  # fmt: skip
+    return student
+
+
+def test_channels_last_takes_the_step_of_the_default_memory_format(trained_teacher) -> None:
+    teacher, x, _, _ = trained_teacher
+    start = init_student(teacher, mode="copy")
+    plain, cl = _one_step(teacher, x[:8]), _one_step(teacher, x[:8], channels_last=True)
+    assert cl[0].weight.is_contiguous(memory_format=torch.channels_last)
+    moves = [
+        (n, a - s, b - s)
+        for (n, a), b, s in zip(plain.named_parameters(), cl.parameters(), start.parameters(), strict=True)
+    ]
+    scale = max(float(m.abs().max()) for _, m, _ in moves)
+    for name, a, b in moves:  # the same update up to float32 rounding of other convolution kernels
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-3 * scale, msg=name)
+
+
+def test_a_bfloat16_step_computes_under_autocast_and_keeps_float32_weights(trained_teacher) -> None:
+    teacher, x, _, _ = trained_teacher
+    start = init_student(teacher, mode="copy")
+    fp32, bf16 = _one_step(teacher, x[:8]), _one_step(teacher, x[:8], precision="bfloat16")
+    moved32 = torch.cat(
+        [(a - s).flatten() for a, s in zip(fp32.parameters(), start.parameters(), strict=True)]
+    )
+    moved16 = torch.cat(
+        [(b - s).flatten() for b, s in zip(bf16.parameters(), start.parameters(), strict=True)]
+    )
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    assert not torch.equal(moved16, moved32)  # bfloat16 arithmetic changed the step ...
+    assert F.cosine_similarity(moved16, moved32, dim=0) > 0.2  # ... but it is a step of the same loss
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'float16'"):
+        _one_step(teacher, x[:8], precision="float16")
+
+
 def test_teacher_pipeline_is_explained_through_its_classifier_on_the_masked_input() -> None:
     classifier = small_cnn().eval()
     teacher = TeacherPipeline(lung_segmenter("small"), classifier).eval()

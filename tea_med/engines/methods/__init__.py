@@ -78,14 +78,29 @@ def training_step(
     isnet_weight: float = 0.95,
     isnet_eps: float = 0.01,
     isnet_d: float = 0.96,
+    precision: str = "float32",
+    channels_last: bool = False,
 ) -> Any:
-    """The ``iteration_update`` of ``method`` (one of :data:`METHODS`)."""
+    """The ``iteration_update`` of ``method`` (one of :data:`METHODS`); ``precision`` and
+    ``channels_last`` are options of the ``tea`` step (:class:`~tea_med.engines.TEATrainStep`)."""
     from tea_med.engines.steps import TEATrainStep
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "tea":
-        return TEATrainStep(task, optimizer, max_grad_norm, teacher_optimizer)
+        return TEATrainStep(
+            task,
+            optimizer,
+            max_grad_norm,
+            teacher_optimizer,
+            precision=precision,
+            channels_last=channels_last,
+        )
+    if precision != "float32" or channels_last:
+        raise ValueError(
+            f"precision {precision!r} and channels_last {channels_last} are options of method 'tea' only; "
+            f"method {method!r} runs in float32 with the default memory format"
+        )
     if method == "erm":
         return ERMStep(task, optimizer, max_grad_norm)
     if method == "rep_kd":
