@@ -46,8 +46,10 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# every benchmark, one after the other -> benchmarks/RESULTS.md (about 15 minutes on 2 cores);
+# BENCH_ARGS="--only explain_cost tea_speed" runs a subset
 bench: venv
-	$(BIN)/python benchmarks/explain_cost.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

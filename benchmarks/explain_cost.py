@@ -50,8 +50,9 @@ def make_teacher(seed: int = 0) -> TeacherPipeline:
     return teacher.eval().requires_grad_(False)
 
 
-def trainer(kind: str, size: int, batch: int, reps: int) -> SupervisedTrainer:
-    """A one-epoch ``SupervisedTrainer`` of ``reps`` iterations of step ``kind`` on one batch."""
+def trainer(kind: str, size: int, batch: int, reps: int, **options: Any) -> SupervisedTrainer:
+    """A one-epoch ``SupervisedTrainer`` of ``reps`` iterations of step ``kind`` on one batch;
+    ``options`` go to ``TEATrainStep`` (``precision``, ``channels_last``)."""
     x, y = make_batch(batch, size)
     loader = [{"image": x, "label": y}] * reps
     teacher = make_teacher()
@@ -59,7 +60,10 @@ def trainer(kind: str, size: int, batch: int, reps: int) -> SupervisedTrainer:
         network = init_student(teacher, mode="copy")
         opt = torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
         task = TEATask(teacher, network, eps_range=(1e-3, 1e-2), bn_mode="train", seed=0)
-        step: dict[str, Any] = {"loss_function": task.loss, "iteration_update": TEATrainStep(task, opt, 1.0)}
+        step: dict[str, Any] = {
+            "loss_function": task.loss,
+            "iteration_update": TEATrainStep(task, opt, 1.0, **options),
+        }
     else:  # the teacher bundle's classifier training (ERM): the trainer's own iteration
         network = densenet121(num_classes=N_CLASSES)
         opt = torch.optim.SGD(network.parameters(), lr=1e-3, momentum=0.9)

@@ -87,6 +87,15 @@ class TEATrainStep:
         self.image_key = image_key
         self.label_key = label_key
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch in the memory format the step computes in."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def autocast(self, device_type: str) -> torch.autocast:
+        """The autocast context of the step's forward passes (disabled for ``float32``)."""
+        on = self.precision == "bfloat16"
+        return torch.autocast(device_type, dtype=torch.bfloat16 if on else None, enabled=on)
+
     def extra_loss(
         self, x: torch.Tensor, label: torch.Tensor | None, out: dict[str, Any]
     ) -> torch.Tensor | None:
@@ -101,10 +110,8 @@ class TEATrainStep:
         label = plain_tensor(label, device) if label is not None else None
         warmup = engine.state.epoch <= self.task.warmup_epochs
         self.task.train()
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        dtype = torch.bfloat16 if self.precision == "bfloat16" else None
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        x = self.prepare(x)
+        with self.autocast(x.device.type):
             out = self.task(x, label=label, warmup=warmup)
         self.optimizer.zero_grad(set_to_none=True)
         if self.teacher_optimizer is not None:

@@ -1,0 +1,156 @@
+"""Speed-ups of the TEA step that may change its numbers: bfloat16 autocast, ``channels_last``
+and ``torch.compile``, each against the float32 step, as ratios measured in one run.
+
+For every variant of the shipped ``TEATrainStep`` (teacher = the paper-size lung segmenter +
+DenseNet121, student initialised from it, batch-norm in train mode, under MONAI's
+``SupervisedTrainer``; the ``explain_cost.py`` set-up):
+
+- speed-up: median float32 iteration time / median variant iteration time (interleaved runs);
+- heatmap error: ``mean |H_variant - H_float32| / mean |H_float32|`` of the teacher's and the
+  student's heatmaps of the same images, classes and ε, computed as the step computes them
+  (its ``prepare`` and ``autocast``), and the cosine between the variant's and float32's
+  gradient of the TEA loss (1: the same direction).
+
+A variant is on by default only when both heatmap errors stay within ``TOLERANCE`` (1 %) and the
+gradient cosine is at least 0.99. The last row says how much of the step the teacher's
+segmenter takes (the share a lung mask computed once per image would save).
+
+    python benchmarks/tea_speed.py [--size 224] [--batch 8] [--reps 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from explain_cost import IterationTimer, make_batch, make_teacher, trainer
+
+from tea_med.engines import TEATask, TEATrainStep
+from tea_med.networks import init_student
+
+TOLERANCE = 0.01
+VARIANTS: dict[str, dict[str, Any]] = {
+    "float32 (default)": {},
+    "channels_last": {"channels_last": True},
+    "bfloat16 autocast": {"precision": "bfloat16"},
+    "bfloat16 + channels_last": {"precision": "bfloat16", "channels_last": True},
+}
+
+
+def step_times(size: int, batch: int, reps: int) -> dict[str, float]:
+    engines = {name: trainer("tea", size, batch, 1, **opts) for name, opts in VARIANTS.items()}
+    timers = {name: IterationTimer(e) for name, e in engines.items()}
+    for _ in range(reps + 1):
+        for e in engines.values():
+            e.run()
+    return {name: statistics.median(t.times[1:]) for name, t in timers.items()}
+
+
+def heatmaps_and_gradient(
+    size: int, batch: int, **opts: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher heatmap, student heatmap and the TEA loss's gradient, as the step computes them."""
+    x, _ = make_batch(batch, size)
+    teacher = make_teacher()
+    teacher.uniform_background = (
+        False  # a black background: the same input in every variant (channels_last lays noise out otherwise)
+    )
+    student = init_student(teacher, mode="copy")
+    with torch.no_grad():  # a student that differs from the teacher, as after some training
+        g = torch.Generator().manual_seed(3)
+        for p in student.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    task = TEATask(teacher, student, eps_range=(1e-3, 1e-2), seed=0).train()
+    opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=0.0)
+    step = TEATrainStep(task, opt, **opts)
+    eps = torch.full((batch,), (1e-3 * 1e-2) ** 0.5)
+    torch.manual_seed(0)  # the teacher's background noise
+    xs = step.prepare(x)
+    with step.autocast("cpu"):
+        t = task.explain_teacher(xs, eps, sample=False)
+        s = task.explainer.explain(task.student, xs, t.target, eps=eps, create_graph=True)
+        loss = task.loss.levels(s.heatmap, t.heatmap).mean()
+    params = [p for p in student.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss.float(), params)
+    return t.heatmap.float().detach(), s.heatmap.float().detach(), torch.cat([g.flatten() for g in grads])
+
+
+def relative_l1(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a - ref).abs().mean() / ref.abs().mean())
+
+
+def compile_row(size: int, batch: int) -> str:
+    """torch.compile of the student inside the TEA step: whether it runs at all."""
+    x, _ = make_batch(2, min(size, 64))
+    teacher = make_teacher()
+    student = init_student(teacher, mode="copy")
+    task = TEATask(teacher, torch.compile(student), eps_range=(1e-3, 1e-2), seed=0).train()  # type: ignore[arg-type]
+    try:
+        task(x)["loss"].backward()
+    except Exception as err:  # the row reports whatever torch raises
+        return f"fails: {type(err).__name__}: {str(err).splitlines()[0][:100]}"
+    return "runs"
+
+
+def segmenter_share(size: int, batch: int, reps: int, tea_time: float) -> tuple[float, float]:
+    x, _ = make_batch(batch, size)
+    seg = make_teacher().segmenter
+    times = []
+    with torch.no_grad():
+        for _ in range(reps + 1):
+            t0 = time.perf_counter()
+            seg(x)
+            times.append(time.perf_counter() - t0)
+    t = statistics.median(times[1:])
+    return t, t / tea_time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"TEATrainStep under SupervisedTrainer, teacher = paper-size segmenter + DenseNet121, "
+        f"{args.size} px, batch {args.batch}, CPU, {args.threads} threads, torch {torch.__version__}; "
+        f"heatmap tolerance {TOLERANCE:.0%}, gradient cosine >= 0.99"
+    )
+    times = step_times(args.size, args.batch, args.reps)
+    base = times["float32 (default)"]
+    ref = heatmaps_and_gradient(args.size, args.batch)
+    print(
+        "| variant | step ms | speed-up | teacher heatmap err. | student heatmap err. | grad. cosine | on |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, opts in VARIANTS.items():
+        t, s, g = heatmaps_and_gradient(args.size, args.batch, **opts) if opts else ref
+        et, es = relative_l1(t, ref[0]), relative_l1(s, ref[1])
+        cos = float(torch.nn.functional.cosine_similarity(g.double(), ref[2].double(), dim=0))
+        ok = et <= TOLERANCE and es <= TOLERANCE and cos >= 0.99
+        default = "yes" if not opts else ("could be" if ok else "no: outside the tolerance")
+        if opts and ok and times[name] >= base:
+            default = "no: slower here"
+        row = (
+            f"| {name} | {times[name] * 1e3:.0f} | {base / times[name]:.2f} | {et:.2%} | {es:.2%} | {cos:.4f}"
+        )
+        print(f"{row} | {default} |", flush=True)
+    print(f"| torch.compile (student) | - | - | - | - | - | no: {compile_row(args.size, args.batch)} |")
+    seg_t, share = segmenter_share(args.size, args.batch, args.reps, base)
+    print(
+        f"\nthe teacher's segmenter takes {seg_t * 1e3:.0f} ms of the {base * 1e3:.0f} ms float32 step "
+        f"({share:.0%}); a mask computed once per image would leave {(base - seg_t) * 1e3:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
