@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -105,6 +106,25 @@ def header(threads: int) -> list[str]:
     ]
 
 
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - ")
+
+
+def printed_results(output: str) -> str:
+    """A benchmark's printed figures without the log records of the libraries it calls (MONAI's
+    bundle scripts log their inputs to stdout), nor those records' continuation lines."""
+    kept: list[str] = []
+    in_record = False
+    for line in output.splitlines():
+        if _LOG_LINE.match(line):
+            in_record = True
+        elif in_record and (not line.strip() or line.startswith(" ")):
+            pass
+        else:
+            in_record = False
+            kept.append(line)
+    return "\n".join(kept).strip()
+
+
 def run(bench: Benchmark, threads: int) -> tuple[bool, str, float]:
     cmd = [sys.executable, str(HERE / f"{bench.name}.py"), *bench.args]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -113,7 +133,7 @@ def run(bench: Benchmark, threads: int) -> tuple[bool, str, float]:
     took = time.perf_counter() - start
     if proc.returncode != 0:
         return False, (proc.stdout + proc.stderr)[-3000:], took
-    return True, proc.stdout.strip(), took
+    return True, printed_results(proc.stdout), took
 
 
 def main() -> int:
