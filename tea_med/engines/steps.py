@@ -54,8 +54,9 @@ class TEATrainStep:
         teacher_optimizer: needed when the task co-trains the teacher.
         precision: ``"float32"`` (default) or ``"bfloat16"``: the TEA forward passes and heatmaps
             under ``torch.autocast`` in that type (parameters, gradients and the optimiser stay
-            float32). Measured on this project's CPU (``benchmarks/tea_speed.py``): 1.2-1.3x
-            faster and heatmaps 10-25 % off float32, so it is off by default.
+            float32). Measured at 224 px on this project's CPU (``benchmarks/tea_speed.py``):
+            1.14x faster, but heatmaps 23 % (teacher) and 96 % (student) off float32, since
+            LRP-ε divides by pre-activations that bfloat16 rounds; off by default.
         channels_last: teacher, student and images in ``torch.channels_last`` memory format
             (the same numbers; faster on GPUs with tensor cores, slower on the CPU measured).
     """
