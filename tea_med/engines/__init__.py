@@ -20,6 +20,7 @@ from tea_med.engines.steps import (
     metric_comparison,
 )
 from tea_med.engines.task import BN_MODES, TEATask
+from tea_med.engines.teacher_masks import teacher_mask_datalist
 from tea_med.engines.validation import ValidateLastEpoch
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "sample_eps",
     "sample_targets",
     "student_scores_and_teacher_class",
+    "teacher_mask_datalist",
 ]

@@ -59,6 +59,9 @@ class TEATrainStep:
             LRP-ε divides by pre-activations that bfloat16 rounds; off by default.
         channels_last: teacher, student and images in ``torch.channels_last`` memory format
             (the same numbers; faster on GPUs with tensor cores, slower on the CPU measured).
+        mask_key: the batch key of the teacher's lung masks computed once per image before
+            training and carried through the augmentation with the image (the student bundle's
+            ``teacher_masks``); ``None`` runs the teacher's segmenter in every step.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class TEATrainStep:
         label_key: str = "label",
         precision: str = "float32",
         channels_last: bool = False,
+        mask_key: str | None = None,
     ) -> None:
         if task.teacher_ce_weight is not None and teacher_optimizer is None:
             raise ValueError("the task co-trains the teacher: pass teacher_optimizer")
@@ -78,6 +82,7 @@ class TEATrainStep:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.channels_last = bool(channels_last)
+        self.mask_key = mask_key
         if self.channels_last:
             task.student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
             task.teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -112,8 +117,16 @@ class TEATrainStep:
         warmup = engine.state.epoch <= self.task.warmup_epochs
         self.task.train()
         x = self.prepare(x)
+        mask = None
+        if self.mask_key is not None:
+            if self.mask_key not in batch:
+                raise KeyError(
+                    f"the batch has no {self.mask_key!r} (the teacher's lung masks): keys are "
+                    f"{sorted(batch)}; load them with the images or set mask_key None"
+                )
+            mask = plain_tensor(batch[self.mask_key], device)
         with self.autocast(x.device.type):
-            out = self.task(x, label=label, warmup=warmup)
+            out = self.task(x, label=label, warmup=warmup, mask=mask)
         self.optimizer.zero_grad(set_to_none=True)
         if self.teacher_optimizer is not None:
             self.teacher_optimizer.zero_grad(set_to_none=True)

@@ -99,12 +99,18 @@ class TEATask(nn.Module):
         return self
 
     def explain_teacher(
-        self, x: torch.Tensor, eps: torch.Tensor, create_graph: bool = False, sample: bool = True
+        self,
+        x: torch.Tensor,
+        eps: torch.Tensor,
+        create_graph: bool = False,
+        sample: bool = True,
+        mask: torch.Tensor | None = None,
     ) -> Explanation:
         """The teacher's heatmap of a class drawn per image (argmax w.p. 0.5, else another), or
-        of its argmax class with ``sample=False``."""
+        of its argmax class with ``sample=False``. ``mask``: the teacher's lung mask of ``x``
+        computed earlier (``[B, 1, H, W]``), instead of running its segmenter."""
         choose = (lambda z: sample_targets(z, self.generator)) if sample else (lambda z: z.argmax(1))
-        network, seen, _ = explained_input(self.teacher, x)
+        network, seen, _ = explained_input(self.teacher, x, mask)
         return self.explainer.explain(network, seen, choose, eps=eps, create_graph=create_graph)
 
     def validation_losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -125,12 +131,16 @@ class TEATask(nn.Module):
         }
 
     def forward(
-        self, x: torch.Tensor, label: torch.Tensor | None = None, warmup: bool = False
+        self,
+        x: torch.Tensor,
+        label: torch.Tensor | None = None,
+        warmup: bool = False,
+        mask: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         eps = sample_eps(x.shape[0], *self.eps_range, self.generator, dtype=x.dtype, device=x.device)
         cotrain = self.training and self.teacher_ce_weight is not None
         # co-training: the teacher's logits (for its CE) and, in warm-up, its heatmap stay in the graph
-        t = self.explain_teacher(x, eps, create_graph=cotrain)
+        t = self.explain_teacher(x, eps, create_graph=cotrain, mask=mask)
         s = self.explainer.explain(self.student, x, t.target, eps=eps, create_graph=self.training)
         # the TEA gradient reaches the teacher only during warm-up co-training
         levels = self.loss.levels(s.heatmap, t.heatmap, detach_target=not (cotrain and warmup))

@@ -76,9 +76,27 @@ class TeacherPipeline(nn.Module):
             background = torch.zeros_like(x)
         return x * mask + background * (1.0 - mask)
 
-    def masked_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The classifier's input and the mask it was built with: ``(masked_x, mask)``."""
-        mask = self.lung_mask(x)
+    def masked_input(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's input and the mask it was built with: ``(masked_x, mask)``.
+
+        ``mask`` (``[B, 1, H, W]``, 0/1) is a lung mask computed earlier, e.g. once per training
+        image and carried through the augmentation; ``None`` runs the segmenter on ``x``.
+        """
+        if mask is None:
+            mask = self.lung_mask(x)
+        elif (
+            mask.dim() != 4
+            or mask.shape[0] != x.shape[0]
+            or mask.shape[1] != 1
+            or mask.shape[2:] != x.shape[2:]
+        ):
+            raise ValueError(
+                "a lung mask for images of shape " + str(list(x.shape)) + " must have shape [B, 1, H, W] "
+                "of the same B, H and W, got " + str(list(mask.shape))
+            )
+        mask = mask.to(dtype=x.dtype, device=x.device)
         return self.apply_mask(x, mask), mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,15 +109,18 @@ def teacher_classifier(teacher: nn.Module) -> nn.Module:
     return teacher.classifier if isinstance(teacher, TeacherPipeline) else teacher
 
 
-def explained_input(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor, torch.Tensor | None]:
+def explained_input(
+    model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor | None]:
     """What is explained when ``model`` is explained on ``x``: ``(network, input, mask)``.
 
     A :class:`TeacherPipeline` is explained through its classifier on its masked input (the
     background noise is drawn from the global torch RNG; ``mask`` is the ``[B, 1, H, W]`` lung
-    mask); any other model on ``x`` itself, with ``mask`` ``None``.
+    mask, the given one or else the segmenter's); any other model on ``x`` itself, with ``mask``
+    ``None``.
     """
     if isinstance(model, TeacherPipeline):
-        masked, mask = model.masked_input(x)
+        masked, mask = model.masked_input(x, mask)
         return model.classifier, masked, mask
     return model, x, None
 

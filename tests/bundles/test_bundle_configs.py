@@ -165,6 +165,23 @@ def test_listed_chains_equal_the_library_factories(
             assert got[k] == v, k
 
 
+def test_with_teacher_masks_the_listed_training_chain_carries_the_mask(phantoms: Path) -> None:
+    record = load_datalist(phantoms / "datalist_png.json", "training", labels=CLASSES, encode_labels=True)[0]
+    record["teacher_mask"] = record["mask"]  # any mask file in the image's geometry
+    parser = _parser(STUDENT, "train", teacher_masks=True)
+    listed = parser.get_parsed_content("train#preprocessing")
+    reference = train_transforms(parser.get_parsed_content("image_size"), mask_key="teacher_mask")
+    outputs = []
+    for chain in (listed, reference):
+        chain.set_random_state(seed=123)
+        outputs.append(chain(copy.deepcopy(record)))
+    got, want = outputs
+    assert got.keys() == want.keys() and "teacher_mask" in got
+    for k in ("image", "teacher_mask"):
+        assert torch.equal(_plain(got[k]), _plain(want[k])), k
+    assert set(torch.unique(_plain(got["teacher_mask"])).tolist()) <= {0.0, 1.0}  # nearest neighbour
+
+
 def test_a_listed_augmentation_argument_can_be_overridden() -> None:
     parser = _parser(STUDENT, "train", **{"train#preprocessing#transforms#3#rotate_range": [0.25]})
     affine = parser.get_parsed_content("train#preprocessing").transforms[3]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.bundles import SIZE, STUDENT, TEACHER, config_files
+from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigWorkflow
 from sklearn.metrics import roc_auc_score
 
@@ -90,14 +91,22 @@ def test_a_resumed_two_process_student_run_ends_with_the_weights_of_an_uninterru
 def test_two_process_validation_scores_every_validation_image(
     phantoms: Path, teacher_ckpt: Path, tmp_path: Path
 ) -> None:
-    """Each rank validates half the images; the AUC rank 0 reports is that of all of them, as one
-    process computes it (sklearn) from the saved student. With frozen batch-norm statistics the
+    """Each rank validates half the images; the AUC rank 0 reports, in its log and its MLflow run
+    (the only one), is that of all of them, as one process computes it (sklearn) from the saved
+    student. With frozen batch-norm statistics the
     student's outputs do not depend on any draw."""
     work = tmp_path / "s"
     ov = student_overrides(phantoms, teacher_ckpt, work, max_epochs=1, bn_mode="frozen")
-    out = torchrun(STUDENT, "train", **ov)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    out = torchrun(STUDENT, "train", **ov, tracking="configs/mlflow.yaml", tracking_uri=uri, run_name="ddp")
     reported = [float(m) for m in re.findall(r"Epoch\[1\] Metrics --.*?val_auc: ([0-9.]+)", out)]
     assert len(reported) == 1, out[-3000:]  # logged by rank 0 only
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = [
+        r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+    ]  # rank 0's
+    assert run.info.run_name == "ddp" and run.info.status == "FINISHED"
+    assert run.data.metrics["val_auc"] == pytest.approx(reported[0], abs=6e-5)
 
     wf = ConfigWorkflow(config_file=config_files(STUDENT / "configs", "train"), workflow_type="train",
                         **{k: str(v) if isinstance(v, Path) else v for k, v in ov.items()})  # fmt: skip

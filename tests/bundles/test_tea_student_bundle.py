@@ -22,6 +22,7 @@ from helpers.bundles import (
     config_files,
     initialized_workflow,
 )
+from ignite.engine import Events
 from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigWorkflow
 
@@ -98,6 +99,31 @@ def test_warmup_co_trains_the_teacher_classifier_not_its_segmenter(
     assert not any(p.requires_grad for p in teacher.segmenter.parameters())
     resume = torch.load(tmp_path / "models" / "checkpoint_epoch=2.pt", weights_only=True)
     assert {"teacher", "teacher_optimizer"} <= set(resume)  # co-training resumes exactly too
+
+
+@pytest.mark.parametrize("teacher_masks", [False, True])
+def test_with_teacher_masks_the_segmenter_runs_once_per_image_before_training(
+    teacher_masks: bool, phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    ov = overrides(phantoms, teacher_ckpt, tmp_path, max_epochs=2, teacher_masks=teacher_masks)
+    ov["teacher_masks_dir"] = str(tmp_path / "masks")
+    wf = workflow("train", "train", **ov)
+    calls = {"in_steps": 0, "before": 0}
+    phase = ["before"]
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    segmenter = wf.parser.get_parsed_content("task").teacher.segmenter
+    segmenter.register_forward_hook(lambda *_: calls.__setitem__(phase[0], calls[phase[0]] + 1))
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda _: phase.__setitem__(0, "in_steps"))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: phase.__setitem__(0, "before"))
+    wf.run()
+    wf.finalize()
+    assert (tmp_path / "models" / "checkpoint_epoch=2.pt").is_file()
+    if teacher_masks:  # 4 training images: masks computed once, before training; no step segments
+        assert calls["in_steps"] == 0
+        assert len(list((tmp_path / "masks" / "masks").glob("*.png"))) == 4
+    else:  # the segmenter in each step: 4 images in batches of 4, 2 epochs
+        assert calls["in_steps"] == trainer.state.iteration > 0
+        assert not (tmp_path / "masks").exists()
 
 
 def test_evaluate_and_inference_without_the_teacher(trained: Path, phantoms: Path) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.fake_engine import FakeEngine
 from monai.engines import SupervisedTrainer
 from torch import nn
 
@@ -186,6 +187,41 @@ def test_teacher_pipeline_is_explained_through_its_classifier_on_the_masked_inpu
     torch.manual_seed(4)
     e = task.explain_teacher(x, eps, sample=False)
     torch.testing.assert_close(e.heatmap, LRPEpsilon()(classifier, masked, e.target, eps=eps))
+
+
+def test_a_lung_mask_given_to_the_step_replaces_the_teachers_segmenter() -> None:
+    """With the mask its segmenter would compute, a TEATrainStep that reads the mask from the
+    batch takes the step of one that runs the segmenter, and runs the segmenter not once."""
+    classifier = small_cnn().eval()
+    teacher = TeacherPipeline(lung_segmenter("small"), classifier, background="zero").eval()
+    x = torch.rand(4, 3, 32, 32)
+    mask = (torch.sigmoid(teacher.segmenter(x)) > teacher.threshold).float().detach()  # the segmenter's rule
+    calls: list[int] = []
+    students = []
+    for batch, mask_key in (({"image": x}, None), ({"image": x, "lung": mask}, "lung")):
+        student = init_student(teacher, mode="copy")
+        task = TEATask(copy.deepcopy(teacher), student, seed=5)
+        task.teacher.segmenter.register_forward_hook(lambda *_: calls.append(1))
+        opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=0.1)
+        calls.clear()
+        step = TEATrainStep(task, opt, mask_key=mask_key)
+        SupervisedTrainer(
+            device=torch.device("cpu"), max_epochs=1, train_data_loader=[batch], network=student,
+            optimizer=opt, loss_function=task.loss, iteration_update=step, decollate=False,
+        ).run()  # fmt: skip
+        students.append(student)
+        assert len(calls) == (0 if mask_key else 1)
+    for (name, a), b in zip(students[0].named_parameters(), students[1].parameters(), strict=True):
+        torch.testing.assert_close(b, a, msg=name)
+    with pytest.raises(
+        ValueError,
+        match=r"images of shape \[4, 3, 32, 32\] must have shape \[B, 1, H, W\] .* got \[4, 32, 32\]",
+    ):
+        teacher.masked_input(x, mask[:, 0])
+    task = TEATask(teacher, init_student(teacher))
+    opt = torch.optim.SGD(task.student.parameters(), lr=0.1)
+    with pytest.raises(KeyError, match="the batch has no 'lung'"):
+        TEATrainStep(task, opt, mask_key="lung")(FakeEngine(), {"image": x})
 
 
 def test_bn_modes_and_frozen_teacher() -> None:

@@ -80,9 +80,11 @@ def training_step(
     isnet_d: float = 0.96,
     precision: str = "float32",
     channels_last: bool = False,
+    mask_key: str | None = None,
 ) -> Any:
-    """The ``iteration_update`` of ``method`` (one of :data:`METHODS`); ``precision`` and
-    ``channels_last`` are options of the ``tea`` step (:class:`~tea_med.engines.TEATrainStep`)."""
+    """The ``iteration_update`` of ``method`` (one of :data:`METHODS`); ``precision``,
+    ``channels_last`` and ``mask_key`` are options of the ``tea`` step
+    (:class:`~tea_med.engines.TEATrainStep`)."""
     from tea_med.engines.steps import TEATrainStep
 
     if method not in METHODS:
@@ -95,11 +97,13 @@ def training_step(
             teacher_optimizer,
             precision=precision,
             channels_last=channels_last,
+            mask_key=mask_key,
         )
-    if precision != "float32" or channels_last:
+    if precision != "float32" or channels_last or mask_key is not None:
         raise ValueError(
-            f"precision {precision!r} and channels_last {channels_last} are options of method 'tea' only; "
-            f"method {method!r} runs in float32 with the default memory format"
+            f"precision {precision!r}, channels_last {channels_last} and teacher masks ({mask_key!r}) "
+            f"are options of method 'tea' only; method {method!r} runs in float32 with the default "
+            "memory format and the teacher's segmenter"
         )
     if method == "erm":
         return ERMStep(task, optimizer, max_grad_norm)
