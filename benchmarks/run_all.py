@@ -97,8 +97,8 @@ def header(threads: int) -> list[str]:
         "Written by `make bench` (`python benchmarks/run_all.py`); every figure is a ratio or rate",
         "measured in one run of the shipped code path. Rerun it to refresh this file.",
         "",
-        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- commit: {_commit()}",
+        f"- written: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} at commit {_commit()} "
+        "(each section says when and at which commit it ran)",
         f"- machine: {_cpu()}, {os.cpu_count()} logical CPUs, {_memory_gib()} memory, no GPU used",
         f"- threads per benchmark: {threads} (`OMP_NUM_THREADS`)",
         f"- Python {platform.python_version()}, {packages}",
@@ -136,30 +136,53 @@ def run(bench: Benchmark, threads: int) -> tuple[bool, str, float]:
     return True, printed_results(proc.stdout), took
 
 
+def previous_sections(path: Path) -> dict[str, str]:
+    """The benchmark sections (``## name: ...`` up to the next one) of an earlier RESULTS.md."""
+    if not path.is_file():
+        return {}
+    sections: dict[str, str] = {}
+    for part in re.split(r"^(?=## )", path.read_text(), flags=re.M)[1:]:
+        sections[part.split(":", 1)[0][3:].strip()] = part.rstrip() + "\n"
+    return sections
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = [b.name for b in BENCHMARKS]
     ap.add_argument(
-        "--only", nargs="+", choices=names, metavar="NAME", help=f"a subset of: {', '.join(names)}"
+        "--only",
+        nargs="+",
+        choices=names,
+        metavar="NAME",
+        help=f"rerun these only (the others' sections are kept from --out): {', '.join(names)}",
     )
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     chosen = [b for b in BENCHMARKS if not args.only or b.name in args.only]
-    lines = header(args.threads)
+    sections = previous_sections(args.out) if args.only else {}
     failed = []
     for i, bench in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] {bench.name}: {bench.what} ...", flush=True)
         ok, output, took = run(bench, args.threads)
         print(f"[{i}/{len(chosen)}] {bench.name}: {'done' if ok else 'FAILED'} in {took:.0f} s", flush=True)
         command = " ".join(["python", f"benchmarks/{bench.name}.py", *bench.args])
-        lines += [f"## {bench.name}: {bench.what}", "", f"`{command}` ({took:.0f} s)", ""]
+        when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        lines = [
+            f"## {bench.name}: {bench.what}",
+            "",
+            f"`{command}` ({took:.0f} s; {when}, commit {_commit()})",
+            "",
+        ]
         if ok:
             lines += ["```", output, "```", ""]
         else:
             failed.append(bench.name)
             lines += ["**failed**; the end of its output:", "", "```", output, "```", ""]
-        args.out.write_text("\n".join(lines))  # written after every benchmark: nothing lost on failure
+        sections[bench.name] = "\n".join(lines)
+        body = [sections[b.name] for b in BENCHMARKS if b.name in sections]
+        # written after every benchmark: nothing is lost when a later one fails
+        args.out.write_text("\n".join(header(args.threads)) + "\n" + "\n".join(body))
     print(f"wrote {args.out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -27,9 +27,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+
+from tea_med.engines.distributed import rank, world_size
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +93,8 @@ def teacher_mask_datalist(
         directory: where ``masks/NNNNNN.png``, ``datalist.json`` (every split, absolute paths)
             and ``fingerprint.json`` go. Masks are reused while the datalist file, the
             segmenter's weights, its threshold, ``image_size``, ``num_bins`` and ``split`` are
-            unchanged (a resumed run does not recompute them), and recomputed otherwise.
+            unchanged (a resumed run does not recompute them), and recomputed otherwise. Under
+            ``torchrun`` rank 0 writes them while the other ranks wait.
         image_size, num_bins: those of the training chain.
         enabled: ``False`` returns ``datalist`` itself (masks off: the segmenter runs per step).
 
@@ -99,15 +103,34 @@ def teacher_mask_datalist(
     """
     if not enabled:
         return os.fspath(datalist)
-    from tea_med.data import LoadXrayd, train_transforms
-    from tea_med.data.manifest import load_datalist, read_manifest, split_names
-
     if not hasattr(teacher, "lung_mask"):
         raise TypeError(
             f"teacher_masks needs a TeacherPipeline (with a lung segmenter), got {type(teacher).__name__}"
         )
     datalist = os.fspath(datalist)
     out = Path(directory)
+    if world_size() > 1:  # under torchrun rank 0 writes the masks while the other ranks wait
+        if rank() == 0:
+            _write_masks(datalist, teacher, out, image_size, num_bins, split, batch_size, progress)
+        dist.barrier()
+    else:
+        _write_masks(datalist, teacher, out, image_size, num_bins, split, batch_size, progress)
+    return os.fspath(out / "datalist.json")
+
+
+def _write_masks(
+    datalist: str,
+    teacher: nn.Module,
+    out: Path,
+    image_size: int,
+    num_bins: int,
+    split: str,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    from tea_med.data import LoadXrayd, train_transforms
+    from tea_med.data.manifest import load_datalist, read_manifest, split_names
+
     target = out / "datalist.json"
     stamp = out / "fingerprint.json"
     fingerprint = _fingerprint(datalist, teacher, image_size, num_bins, split)
@@ -117,7 +140,7 @@ def teacher_mask_datalist(
         and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
     ):
         logger.info("teacher lung masks: reusing %s", target)
-        return os.fspath(target)
+        return
 
     manifest = read_manifest(datalist)
     derived: dict[str, Any] = {k: v for k, v in manifest.items() if k not in split_names(manifest)}
@@ -155,7 +178,6 @@ def teacher_mask_datalist(
     target.write_text(json.dumps(derived, indent=1))
     stamp.write_text(json.dumps({"fingerprint": fingerprint, "datalist": os.path.abspath(datalist)}))
     logger.info("teacher lung masks: %d written to %s", len(records), out / "masks")
-    return os.fspath(target)
 
 
 __all__ = ["MASK_KEY", "teacher_mask_datalist", "upsample_for_nearest"]

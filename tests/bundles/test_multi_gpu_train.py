@@ -97,6 +97,7 @@ def test_two_process_validation_scores_every_validation_image(
     student's outputs do not depend on any draw."""
     work = tmp_path / "s"
     ov = student_overrides(phantoms, teacher_ckpt, work, max_epochs=1, bn_mode="frozen")
+    ov |= {"teacher_masks": True, "teacher_masks_dir": tmp_path / "masks"}  # written by rank 0, read by both
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     out = torchrun(STUDENT, "train", **ov, tracking="configs/mlflow.yaml", tracking_uri=uri, run_name="ddp")
     reported = [float(m) for m in re.findall(r"Epoch\[1\] Metrics --.*?val_auc: ([0-9.]+)", out)]
@@ -107,6 +108,7 @@ def test_two_process_validation_scores_every_validation_image(
     ]  # rank 0's
     assert run.info.run_name == "ddp" and run.info.status == "FINISHED"
     assert run.data.metrics["val_auc"] == pytest.approx(reported[0], abs=6e-5)
+    assert len(list((tmp_path / "masks" / "masks").glob("*.png"))) == 4
 
     wf = ConfigWorkflow(config_file=config_files(STUDENT / "configs", "train"), workflow_type="train",
                         **{k: str(v) if isinstance(v, Path) else v for k, v in ov.items()})  # fmt: skip

@@ -23,20 +23,20 @@ class KillAtEpoch:
 
 
 class PerturbAtEpoch:
-    """When ``epoch`` starts, add noise of ``scale`` times each tensor's spread to every trainable
-    weight of the trainer's network, from a generator of its own (the run's random states stay
-    as they were): that epoch validates clearly worse than the ones before."""
+    """When ``epoch`` starts, multiply the weight and bias of the trainer network's last
+    batch-norm layer by ``scale``: the logits, and with them the LRP-ε heatmaps, grow about that
+    much, so that epoch's TEA loss against the teacher's heatmaps (``mean |S - T|`` over
+    ``sqrt(mean |S|) sqrt(mean |T|)``, about ``sqrt(mean |S| / mean |T|)`` for a large S) is
+    clearly worse than the ones before. No random draw: the run's random states stay as they were."""
 
-    def __init__(self, epoch: int, scale: float = 3.0, seed: int = 0) -> None:
-        self.epoch, self.scale, self.seed = epoch, scale, seed
+    def __init__(self, epoch: int, scale: float = 100.0) -> None:
+        self.epoch, self.scale = epoch, scale
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED(once=self.epoch), self._perturb)
 
     @torch.no_grad()
     def _perturb(self, engine: Engine) -> None:
-        gen = torch.Generator().manual_seed(self.seed)
-        for p in engine.network.parameters():  # type: ignore[attr-defined]  # a MONAI trainer
-            if p.requires_grad and p.numel() > 1:
-                noise = torch.randn(p.shape, generator=gen, dtype=p.dtype)
-                p.add_(noise.to(p.device) * (self.scale * float(p.std())))
+        norms = [m for m in engine.network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]  # type: ignore[attr-defined]  # a MONAI trainer
+        norms[-1].weight.mul_(self.scale)
+        norms[-1].bias.mul_(self.scale)
