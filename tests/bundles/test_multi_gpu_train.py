@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,17 +16,12 @@ import torch
 from helpers.bundles import SIZE, STUDENT, TEACHER, config_files
 from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigWorkflow
+from node.conftest import free_port
 from sklearn.metrics import roc_auc_score
 
 from tea_med.networks import TeacherPipeline, densenet121, load_weights, lung_segmenter
 
 pytestmark = pytest.mark.slow  # every test here trains under torchrun
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def torchrun(bundle: Path, workflow: str, **overrides: object) -> str:
@@ -36,7 +30,7 @@ def torchrun(bundle: Path, workflow: str, **overrides: object) -> str:
     files = [*config_files(bundle / "configs", workflow), str(bundle / "configs" / "multi_gpu_train.json")]
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), "-m", "monai.bundle", "run", "--config_file", repr(files),
+        "--master_port", str(free_port()), "-m", "monai.bundle", "run", "--config_file", repr(files),
     ]  # fmt: skip
     for k, v in overrides.items():
         cmd += [f"--{k}", str(v)]

@@ -5,7 +5,6 @@ that step the single-process one up to float32 summation order."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.ddp_tea_step import GLOBAL_BATCH, Engine, batch, build, grads, step
+from node.conftest import free_port
 
 from tea_med.engines.distributed import data_parallel, handlers_of_this_rank, init_distributed
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _single_process_reference(method: str) -> list[torch.Tensor]:
@@ -60,7 +54,7 @@ def test_two_torchrun_processes_take_the_global_batch_step(method: str, tmp_path
     assert GLOBAL_BATCH == 4
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), str(REPO / "tests" / "helpers" / "ddp_tea_step.py"),
+        "--master_port", str(free_port()), str(REPO / "tests" / "helpers" / "ddp_tea_step.py"),
         str(tmp_path), method,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
