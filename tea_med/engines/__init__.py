@@ -1,6 +1,6 @@
 """TEA training plugged into MONAI engines: the task, its per-image draws, the steps, output
-adapters for ignite metrics, batch-norm recalibration, validation of the last epoch and
-resumable training."""
+adapters for ignite metrics, batch-norm recalibration (the student's before validation, the
+teacher's for the training chain), validation of the last epoch and resumable training."""
 
 from tea_med.engines.outputs import (
     ItemAverage,
@@ -21,11 +21,13 @@ from tea_med.engines.steps import (
 )
 from tea_med.engines.task import BN_MODES, TEATask
 from tea_med.engines.teacher_masks import teacher_mask_datalist
+from tea_med.engines.teacher_statistics import TEACHER_STATISTICS, TeacherTrainingStatistics
 from tea_med.engines.validation import ValidateLastEpoch
 
 __all__ = [
     "BN_MODES",
     "PRECISIONS",
+    "TEACHER_STATISTICS",
     "VALIDATION_METRICS",
     "BatchNormRecalibration",
     "BestCheckpointState",
@@ -35,6 +37,7 @@ __all__ = [
     "TEATask",
     "TEATrainStep",
     "TEAValidationStep",
+    "TeacherTrainingStatistics",
     "ValidateLastEpoch",
     "class_scores_and_index",
     "latest_checkpoint",

@@ -31,6 +31,7 @@ EVERY_RANK_HANDLERS = (
     "ValidateLastEpoch",
     "ResumeCheckpoint",
     "BatchNormRecalibration",
+    "TeacherTrainingStatistics",
 )
 
 

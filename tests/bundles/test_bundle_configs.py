@@ -422,3 +422,21 @@ def test_set_common_values_changes_only_the_named_keys_and_keeps_comments(tmp_pa
     assert "# network input side in pixels" in text
     with pytest.raises(KeyError, match="no top-level key 'imagesize'"):
         set_common_values(bundle, {"imagesize": 64})
+
+
+@pytest.mark.parametrize("statistics", ["checkpoint", "training"])
+def test_teacher_statistics_wire_the_task_teacher_the_training_set_and_the_validator(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path, statistics: str
+) -> None:
+    from tea_med.engines import TeacherTrainingStatistics
+
+    ov = _overrides(STUDENT, phantoms, tmp_path, teacher_ckpt) | {"teacher_statistics": statistics}
+    parser = _parser(STUDENT, "train", **ov)
+    (handler,) = [
+        h for h in parser.get_parsed_content("train#handlers") if isinstance(h, TeacherTrainingStatistics)
+    ]
+    assert handler.enabled is (statistics == "training")
+    assert handler.teacher is parser.get_parsed_content("task").teacher
+    assert handler.dataset is parser.get_parsed_content("train#dataset")
+    assert handler.validator is parser.get_parsed_content("validate#evaluator")
+    assert parser.get_parsed_content("tracking_params")["teacher_statistics"] == statistics
