@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -128,6 +129,26 @@ def test_an_unknown_teacher_background_is_refused_before_any_stage_runs(tmp_path
         ValueError, match=r"teacher_background must be one of \('uniform', 'zero'\), got 'black'"
     ):
         run_demo(DemoSettings(out=tmp_path / "demo", teacher_background="black"))
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"teacher_statistics": "augmented"},
+            r"teacher_statistics must be one of \('checkpoint', 'training'\), got 'augmented'",
+        ),
+        ({"student_warmup_epochs": 3}, "teacher_statistics 'training' needs a frozen teacher"),
+    ],
+)
+def test_teacher_statistics_the_student_cannot_use_are_refused_before_any_stage_runs(
+    tmp_path: Path, settings: dict[str, Any], message: str
+) -> None:
+    from tea_med.demo import DemoSettings, run_demo
+
+    with pytest.raises(ValueError, match=message):
+        run_demo(DemoSettings(out=tmp_path / "demo", **settings))
     assert not (tmp_path / "demo").exists()
 
 
