@@ -31,7 +31,8 @@ __all__ = ["TEACHER_STATISTICS", "TeacherTrainingStatistics"]
 #: the student bundle's ``teacher_statistics`` values
 TEACHER_STATISTICS = ("checkpoint", "training")
 
-_Snapshot = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+_Snapshot = dict[str, torch.Tensor]
+_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class TeacherTrainingStatistics:
@@ -76,11 +77,6 @@ class TeacherTrainingStatistics:
         self.batch_size = batch_size
         self.seed = seed
         self.max_images = max_images
-        self.norms = [
-            m
-            for m in self.classifier.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        ]
         self.checkpoint: _Snapshot | None = None
         self.training: _Snapshot | None = None
         self.holds_training = False
@@ -95,20 +91,11 @@ class TeacherTrainingStatistics:
             self.validator.add_event_handler(Events.STARTED, self.use_checkpoint)
 
     def _snapshot(self) -> _Snapshot:
-        out = []
-        for m in self.norms:
-            assert m.running_mean is not None and m.running_var is not None
-            assert m.num_batches_tracked is not None
-            out.append((m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()))
-        return out
+        """The classifier's batch-norm buffers (running mean and variance, batch count)."""
+        return {k: v.clone() for k, v in self.classifier.state_dict().items() if k.endswith(_BN_BUFFERS)}
 
     def _load(self, snapshot: _Snapshot) -> None:
-        for m, (mean, var, count) in zip(self.norms, snapshot, strict=True):
-            assert m.running_mean is not None and m.running_var is not None
-            assert m.num_batches_tracked is not None
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-            m.num_batches_tracked.copy_(count)
+        self.classifier.load_state_dict(snapshot, strict=False)
 
     def estimate(self, engine: Engine | None = None) -> None:
         """Re-estimate the training statistics (keeping the checkpoint's); the teacher then
