@@ -98,8 +98,9 @@ def header(threads: int) -> list[str]:
         "measured in one run of the shipped code path. Rerun it to refresh this file.",
         "",
         f"- written: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} at commit {_commit()} "
-        "(each section says when and at which commit it ran)",
-        f"- machine: {_cpu()}, {os.cpu_count()} logical CPUs, {_memory_gib()} memory, no GPU used",
+        "(each section says when, at which commit and on which CPU it ran)",
+        f"- machine of this write: {_cpu()}, {os.cpu_count()} logical CPUs, {_memory_gib()} memory, "
+        "no GPU used",
         f"- threads per benchmark: {threads} (`OMP_NUM_THREADS`)",
         f"- Python {platform.python_version()}, {packages}",
         "",
@@ -171,7 +172,7 @@ def main() -> int:
         lines = [
             f"## {bench.name}: {bench.what}",
             "",
-            f"`{command}` ({took:.0f} s; {when}, commit {_commit()})",
+            f"`{command}` ({took:.0f} s; {when}, commit {_commit()}; {_cpu()}, {os.cpu_count()} CPUs)",
             "",
         ]
         if ok:
