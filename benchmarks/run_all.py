@@ -57,6 +57,10 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def _machine() -> str:
+    return f"{_cpu()}, {os.cpu_count()} logical CPUs"
+
+
 def _memory_gib() -> str:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -99,8 +103,7 @@ def header(threads: int) -> list[str]:
         "",
         f"- written: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} at commit {_commit()} "
         "(each section says when, at which commit and on which CPU it ran)",
-        f"- machine of this write: {_cpu()}, {os.cpu_count()} logical CPUs, {_memory_gib()} memory, "
-        "no GPU used",
+        f"- machine of this write: {_machine()}, {_memory_gib()} memory, no GPU used",
         f"- threads per benchmark: {threads} (`OMP_NUM_THREADS`)",
         f"- Python {platform.python_version()}, {packages}",
         "",
@@ -172,7 +175,7 @@ def main() -> int:
         lines = [
             f"## {bench.name}: {bench.what}",
             "",
-            f"`{command}` ({took:.0f} s; {when}, commit {_commit()}; {_cpu()}, {os.cpu_count()} CPUs)",
+            f"`{command}` ({took:.0f} s; {when}, commit {_commit()}; {_machine()})",
             "",
         ]
         if ok:
