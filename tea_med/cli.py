@@ -827,6 +827,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         default=0.9,
         help="hospital (or marker) - class pairing of group_dro's and irm's training data (default 0.9)",
     )
+    p.add_argument(
+        "--student-init",
+        choices=("copy", "random"),
+        default="copy",
+        help="every method's student starts as a copy of the teacher's classifier (copy, default; the "
+        "paper's X-ray setting) or re-initialised except the copied last layer (random; the paper's "
+        "foreground settings, where the student is not the teacher's architecture)",
+    )
     p.add_argument("--force", action="store_true", help="redo every stage and method")
     p.add_argument("--verbose", action="store_true", help="log every iteration")
 
@@ -849,7 +857,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
             ).scaled(args.epochs, args.student_epochs)
             summary = run_compare(
                 CompareSettings(
-                    base=base, methods=methods, bias=args.bias, group_confounding=args.group_confounding
+                    base=base,
+                    methods=methods,
+                    bias=args.bias,
+                    group_confounding=args.group_confounding,
+                    student_init=args.student_init,
                 )
             )
         except (ValueError, FileNotFoundError) as err:

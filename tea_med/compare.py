@@ -46,6 +46,7 @@ from tea_med.demo import (
     student_overrides,
     teacher_overrides,
 )
+from tea_med.networks.student import STUDENT_INITS
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,11 @@ BIASES = ("background", "foreground")
 #: what ``--methods`` accepts besides names
 METHOD_SETS = {"all": tuple(METHODS), "baselines": tuple(BASELINES), "ablations": tuple(ABLATIONS)}
 TEST_SPLITS = ("test_biased", "test_unbiased", "test_deceiving")
+#: how the table's note names each student initialisation
+INIT_TEXT = {
+    "copy": "every method starts as a copy of the teacher's classifier",
+    "random": "every method starts re-initialised, except the last layer copied from the teacher",
+}
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -119,6 +125,10 @@ class CompareSettings:
     #: share of the group methods' training images whose hospital (background) or marker
     #: (foreground) is the class's
     group_confounding: float = 0.9
+    #: every method's student starts as a ``copy`` of the teacher's classifier (the paper's X-ray
+    #: setting) or ``random`` (re-initialised except the copied last layer; the paper's
+    #: foreground settings, whose students are not the teacher's architecture)
+    student_init: str = "copy"
 
     @property
     def out(self) -> Path:
@@ -131,6 +141,8 @@ def check_compare_settings(c: CompareSettings) -> None:
         raise ValueError(f"--bias must be one of {', '.join(BIASES)}, got {c.bias!r}")
     if not 0.0 <= c.group_confounding < 1.0:
         raise ValueError(f"--group-confounding must be in [0, 1), got {c.group_confounding!r}")
+    if c.student_init not in STUDENT_INITS:
+        raise ValueError(f"--student-init must be one of {', '.join(STUDENT_INITS)}, got {c.student_init!r}")
     unknown = [m for m in c.methods if m not in METHODS]
     if unknown or not c.methods:
         raise ValueError(f"methods must be names from {', '.join(METHODS)}, got {list(c.methods)!r}")
@@ -199,6 +211,12 @@ def _forget_students(p: Paths) -> None:
             shutil.rmtree(p.models / method)
 
 
+def _same_init(saved: dict[str, Any], c: CompareSettings) -> bool:
+    """Whether a saved student (result or checkpoint record) started as ``c`` asks; records
+    without the key were copies of the teacher."""
+    return saved.get("student_init", "copy") == c.student_init
+
+
 def _method_data(c: CompareSettings, p: Paths, method: str) -> Path:
     return p.group_data if method in GROUP_METHODS else p.data
 
@@ -233,14 +251,21 @@ def _train_method(c: CompareSettings, p: Paths, runs: DemoRuns, method: str) -> 
 
     s = c.base
     ckpt = p.models / method
-    if s.force and ckpt.exists():
-        shutil.rmtree(ckpt)
+    marker = ckpt / "student_init.json"
+    started_as = json.loads(marker.read_text()) if marker.is_file() else {}
+    if ckpt.exists() and (s.force or not _same_init(started_as, c)):
+        shutil.rmtree(ckpt)  # a checkpoint to resume from must have started as this run asks
+    ckpt.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"student_init": c.student_init}) + "\n")
     ov = student_overrides(s, _method_data(c, p, method), ckpt, p.models / "model.pt") | METHODS[method]
     ov["output_dir"] = str(p.out / "eval" / method)
+    ov["student_init"] = c.student_init
     started = time.perf_counter()
     _workflow(_configs(bundle_dir("tea_student"), "train"), ov, runs, method, s)
     seconds = time.perf_counter() - started
-    (ckpt / "train_time.json").write_text(json.dumps({"seconds": seconds}) + "\n")
+    (ckpt / "train_time.json").write_text(
+        json.dumps({"seconds": seconds, "student_init": c.student_init}) + "\n"
+    )
     return seconds
 
 
@@ -284,7 +309,12 @@ def run_compare(c: CompareSettings, say: Callable[[str], None] = print) -> dict[
     p.results.mkdir(exist_ok=True)
     runs = DemoRuns(s.out, experiment=EXPERIMENT, prefix=f"compare_{c.bias}")
     params = {k: v for k, v in asdict(s).items() if k not in ("out", "extra", "progress", "verbose", "force")}
-    params |= {"bias": c.bias, "group_confounding": c.group_confounding, "methods": ",".join(c.methods)}
+    params |= {
+        "bias": c.bias,
+        "group_confounding": c.group_confounding,
+        "student_init": c.student_init,
+        "methods": ",".join(c.methods),
+    }
     runs.client.log_batch(runs.parent_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
     t0 = time.perf_counter()
     rows: dict[str, dict[str, float]] = {}
@@ -314,14 +344,15 @@ def run_compare(c: CompareSettings, say: Callable[[str], None] = print) -> dict[
         for i, method in enumerate(c.methods, 1):
             result = p.results / f"{method}.json"
             tag = f"[{i}/{len(c.methods)} {method}]"
-            if result.is_file() and not s.force:
-                saved = json.loads(result.read_text())
+            saved = json.loads(result.read_text()) if result.is_file() and not s.force else None
+            if saved is not None and _same_init(saved, c):
                 rows[method], times[method] = saved["row"], saved["train_seconds"]
                 say(f"{tag} up to date, reused: " + _line(method, rows[method], times[method]))
                 continue
             time_file = p.models / method / "train_time.json"
-            if (p.models / method / "model.pt").is_file() and time_file.is_file() and not s.force:
-                seconds = float(json.loads(time_file.read_text())["seconds"])
+            trained = json.loads(time_file.read_text()) if time_file.is_file() and not s.force else None
+            if (p.models / method / "model.pt").is_file() and trained is not None and _same_init(trained, c):
+                seconds = float(trained["seconds"])
                 say(f"{tag} trained model reused; evaluating")
             else:
                 say(f"{tag} training {s.student_epochs} epochs on {_method_data(c, p, method).name}")
@@ -331,9 +362,12 @@ def run_compare(c: CompareSettings, say: Callable[[str], None] = print) -> dict[
             run_id = runs.adopt(method)
             if run_id is not None:
                 _log_metrics(runs, run_id, rows[method] | {"train_seconds": seconds})
-            result.write_text(json.dumps({"row": rows[method], "train_seconds": seconds}, indent=2) + "\n")
+            saved = {"row": rows[method], "train_seconds": seconds, "student_init": c.student_init}
+            result.write_text(json.dumps(saved, indent=2) + "\n")
             say(f"{tag} " + _line(method, rows[method], seconds))
-        outputs = write_comparison(s.out, rows, times, bias=c.bias, methods=c.methods)
+        outputs = write_comparison(
+            s.out, rows, times, bias=c.bias, methods=c.methods, student_init=c.student_init
+        )
         for path in outputs.values():
             runs.client.log_artifact(runs.parent_id, str(path))
         runs.finish()
@@ -381,7 +415,12 @@ def _pct(row: dict[str, float], key: str) -> str:
 
 
 def comparison_markdown(
-    rows: dict[str, dict[str, float]], times: dict[str, float], *, bias: str, methods: Sequence[str]
+    rows: dict[str, dict[str, float]],
+    times: dict[str, float],
+    *,
+    bias: str,
+    methods: Sequence[str],
+    student_init: str = "copy",
 ) -> str:
     """The Table-2-style comparison: balanced accuracy per test set (95% interval), gap, AUC,
     background relevance share and training time per method, the teacher first."""
@@ -405,7 +444,8 @@ def comparison_markdown(
             f"{'n/a' if math.isnan(bg) else f'{bg:.2f}'} | {minutes} |"
         )
     note = (
-        f"\n\nBias: {bias}. Balanced accuracy in percent [95% credible interval of the mean recall, "
+        f"\n\nBias: {bias}. Students: {INIT_TEXT[student_init]}. "
+        "Balanced accuracy in percent [95% credible interval of the mean recall, "
         "posterior of the confusion matrix]; gap = |biased - deceiving| (points; smaller is better); AUC: "
         "macro one-vs-rest on test_unbiased [95% DeLong interval]; background relevance: share of "
         "positive LRP-ε relevance outside the lungs on test_deceiving; train min: the method's "
@@ -455,12 +495,13 @@ def write_comparison(
     *,
     bias: str,
     methods: Sequence[str],
+    student_init: str = "copy",
 ) -> dict[str, Path]:
     """``comparison.md``, ``comparison.csv`` and ``comparison.png`` under ``out``."""
     md = out / "comparison.md"
     md.write_text(
         f"# TEA and its baselines: {bias} bias\n\n"
-        + comparison_markdown(rows, times, bias=bias, methods=methods)
+        + comparison_markdown(rows, times, bias=bias, methods=methods, student_init=student_init)
     )
     table = out / "comparison.csv"
     with table.open("w", newline="") as f:

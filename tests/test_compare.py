@@ -170,3 +170,46 @@ def test_force_retrains_what_a_comparison_would_reuse(
     assert json.loads((tmp_path / "results" / "erm.json").read_text())["train_seconds"] != before
     # a new teacher: the students of the old one are gone, not reused later
     assert not (tmp_path / "results" / "tea.json").exists() and not (tmp_path / "models" / "tea").exists()
+
+
+@pytest.mark.slow
+def test_students_start_as_asked_and_another_start_is_retrained_not_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    sizes = ["--methods", "erm", "--size", "32", "--n", "6", "--epochs", "0.05", "--out", str(tmp_path)]
+    teacher_ckpt, student_ckpt = tmp_path / "models" / "model.pt", tmp_path / "models" / "erm" / "model.pt"
+
+    def distance_to_teacher() -> tuple[float, float]:
+        """Relative distance of the student's first convolution from the teacher classifier's, and
+        the largest difference of their last layers (frozen copies in both starts)."""
+        t = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)
+        s = torch.load(student_ckpt, map_location="cpu", weights_only=True)
+        first = (s["features.conv0.weight"] - t["classifier.features.conv0.weight"]).norm()
+        last = (s["class_layers.out.weight"] - t["classifier.class_layers.out.weight"]).abs().max()
+        return float(first / t["classifier.features.conv0.weight"].norm()), float(last)
+
+    assert main(["compare", *sizes, "--student-init", "random"]) == 0
+    moved, last = distance_to_teacher()
+    assert moved > 0.5 and last == 0.0  # a fresh first layer: 1.08 here; two Adam steps move a copy 0.011
+    md = (tmp_path / "comparison.md").read_text()
+    assert "every method starts re-initialised, except the last layer" in md
+    assert json.loads((tmp_path / "results" / "erm.json").read_text())["student_init"] == "random"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    erm = [r for r in runs if r.info.run_name.startswith("erm_")]
+    assert erm[0].data.params["student_init"] == "random"
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.data.params["student_init"] == "random"
+
+    capsys.readouterr()
+    assert main(["compare", *sizes]) == 0  # the default start: the random student is not reused
+    printed = capsys.readouterr().out
+    assert "[teacher] up to date" in printed and "[1/1 erm] training" in printed
+    moved, last = distance_to_teacher()
+    assert moved < 0.1 and last == 0.0
+    assert (
+        "every method starts as a copy of the teacher's classifier"
+        in (tmp_path / "comparison.md").read_text()
+    )
