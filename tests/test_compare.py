@@ -69,6 +69,7 @@ def test_the_comparison_is_written_as_markdown_csv_and_a_figure(tmp_path: Path) 
         (["--size", "30"], "--size must be a multiple of 8"),
         (["--bias", "middle"], None),  # argparse: invalid choice
         (["--group-confounding", "1.5"], None),
+        (["--student-init", "warm"], None),  # argparse: invalid choice
     ],
 )
 def test_bad_arguments_are_named(
