@@ -34,7 +34,7 @@ import torch
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 
-from tea_med.engines import TEATask, TEATrainStep
+from tea_med.engines import TEATask, TEATrainStep, tune_cpu_allocator
 from tea_med.explain import InputGradient, LRPEpsilon
 from tea_med.networks import TeacherPipeline, densenet121, init_student, lung_segmenter
 
@@ -162,14 +162,15 @@ def main() -> None:
     ap.add_argument("--child", choices=["erm", "tea"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.child:
+    if args.child:  # glibc's defaults: the peak is the step's need, not memory kept for reuse
         peak_memory_child(args.child, args.sizes[0], args.batch)
         return
+    tuned = tune_cpu_allocator()  # for the timings, as the training bundles' initialize does
 
     print(
         f"DenseNet121 (TEA: TEATrainStep under SupervisedTrainer, teacher = segmenter + DenseNet121; "
         f"ERM: SupervisedTrainer's own step), {N_CLASSES} classes, batch {args.batch}, CPU, "
-        f"{args.threads} threads, torch {torch.__version__}"
+        f"{args.threads} threads, torch {torch.__version__}, glibc allocator tuned for training: {tuned}"
     )
     for size in args.sizes:
         t_lrp, t_grad = time_heatmaps(size, args.batch, args.reps)

@@ -1,7 +1,9 @@
 """TEA training plugged into MONAI engines: the task, its per-image draws, the steps, output
 adapters for ignite metrics, batch-norm recalibration (the student's before validation, the
-teacher's for the training chain), validation of the last epoch and resumable training."""
+teacher's for the training chain), validation of the last epoch, resumable training and the CPU
+allocator's settings for training."""
 
+from tea_med.engines.allocator import tune_cpu_allocator
 from tea_med.engines.outputs import (
     ItemAverage,
     class_scores_and_index,
@@ -49,4 +51,5 @@ __all__ = [
     "sample_targets",
     "student_scores_and_teacher_class",
     "teacher_mask_datalist",
+    "tune_cpu_allocator",
 ]
