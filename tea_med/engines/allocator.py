@@ -7,8 +7,8 @@ the kernel zero-fills them on first touch (page faults). Keeping those blocks in
 (``M_MMAP_THRESHOLD`` at its 32 MiB maximum, ``M_TRIM_THRESHOLD`` high) lets a step reuse the
 previous step's memory. The numbers computed do not change, only where they are stored; the
 process keeps its peak memory instead of returning it between steps. Measured at 224 px,
-batch 8, 2 threads (``benchmarks/explain_cost.py``, README "Speed"): the TEA step about 17%
-and the cross-entropy step about 12% faster.
+batch 8, 2 threads, four alternating runs each (README, "Benchmarks"): the TEA step took
+5.4-5.8 s instead of 5.8-7.3 s, the cross-entropy step about 6% less time.
 
 Only glibc on Linux has ``mallopt``; elsewhere (macOS, Windows, musl) this does nothing.
 """
