@@ -212,9 +212,15 @@ def _forget_students(p: Paths) -> None:
 
 
 def _same_init(saved: dict[str, Any], c: CompareSettings) -> bool:
-    """Whether a saved student (result or checkpoint record) started as ``c`` asks; records
-    without the key were copies of the teacher."""
+    """Whether a saved student (its result, or its checkpoint folder's ``student_init.json``)
+    started as ``c`` asks; records without the key were copies of the teacher."""
     return saved.get("student_init", "copy") == c.student_init
+
+
+def _started_as(ckpt: Path) -> dict[str, Any]:
+    """The start recorded in a method's checkpoint folder (``{}`` for folders without one)."""
+    marker = ckpt / "student_init.json"
+    return json.loads(marker.read_text()) if marker.is_file() else {}
 
 
 def _method_data(c: CompareSettings, p: Paths, method: str) -> Path:
@@ -251,21 +257,17 @@ def _train_method(c: CompareSettings, p: Paths, runs: DemoRuns, method: str) -> 
 
     s = c.base
     ckpt = p.models / method
-    marker = ckpt / "student_init.json"
-    started_as = json.loads(marker.read_text()) if marker.is_file() else {}
-    if ckpt.exists() and (s.force or not _same_init(started_as, c)):
+    if ckpt.exists() and (s.force or not _same_init(_started_as(ckpt), c)):
         shutil.rmtree(ckpt)  # a checkpoint to resume from must have started as this run asks
     ckpt.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"student_init": c.student_init}) + "\n")
+    (ckpt / "student_init.json").write_text(json.dumps({"student_init": c.student_init}) + "\n")
     ov = student_overrides(s, _method_data(c, p, method), ckpt, p.models / "model.pt") | METHODS[method]
     ov["output_dir"] = str(p.out / "eval" / method)
     ov["student_init"] = c.student_init
     started = time.perf_counter()
     _workflow(_configs(bundle_dir("tea_student"), "train"), ov, runs, method, s)
     seconds = time.perf_counter() - started
-    (ckpt / "train_time.json").write_text(
-        json.dumps({"seconds": seconds, "student_init": c.student_init}) + "\n"
-    )
+    (ckpt / "train_time.json").write_text(json.dumps({"seconds": seconds}) + "\n")
     return seconds
 
 
@@ -350,9 +352,9 @@ def run_compare(c: CompareSettings, say: Callable[[str], None] = print) -> dict[
                 say(f"{tag} up to date, reused: " + _line(method, rows[method], times[method]))
                 continue
             time_file = p.models / method / "train_time.json"
-            trained = json.loads(time_file.read_text()) if time_file.is_file() and not s.force else None
-            if (p.models / method / "model.pt").is_file() and trained is not None and _same_init(trained, c):
-                seconds = float(trained["seconds"])
+            model_ready = (p.models / method / "model.pt").is_file() and time_file.is_file()
+            if model_ready and not s.force and _same_init(_started_as(p.models / method), c):
+                seconds = float(json.loads(time_file.read_text())["seconds"])
                 say(f"{tag} trained model reused; evaluating")
             else:
                 say(f"{tag} training {s.student_epochs} epochs on {_method_data(c, p, method).name}")
