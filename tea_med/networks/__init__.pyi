@@ -5,7 +5,6 @@
 from .batchnorm import FastBatchNorm1d as FastBatchNorm1d
 from .batchnorm import FastBatchNorm2d as FastBatchNorm2d
 from .batchnorm import FastBatchNorm3d as FastBatchNorm3d
-from .batchnorm import use_fast_double_backward as use_fast_double_backward
 from .checkpoints import load_weights as load_weights
 from .classifiers import LRPResNetBlock as LRPResNetBlock
 from .classifiers import LRPResNetBottleneck as LRPResNetBottleneck
@@ -13,6 +12,9 @@ from .classifiers import densenet121 as densenet121
 from .classifiers import resnet18 as resnet18
 from .classifiers import resnet34 as resnet34
 from .classifiers import resnet50 as resnet50
+from .concat import ChannelConcat as ChannelConcat
+from .concat import FastDenseLayer as FastDenseLayer
+from .double_backward import use_fast_double_backward as use_fast_double_backward
 from .lrp_ready import lrp_ready as lrp_ready
 from .lrp_ready import probe_input as probe_input
 from .registry import NETWORKS as NETWORKS

@@ -16,9 +16,10 @@ from closed forms, per channel ``c`` with ``M`` elements, ``x̂ = (x - μ) r``, 
 plus the (simple) terms for the weight and bias gradients. ``tests/networks`` checks it with
 ``gradgradcheck`` and against PyTorch's own implementation.
 
-Use :func:`use_fast_double_backward` to switch a model's ``nn.BatchNorm*d`` modules to these
-classes in place (same parameters, buffers and state-dict keys). Outside training mode, and for
-non-affine or untracked batch-norm, they behave exactly like their parent class.
+:func:`tea_med.networks.use_fast_double_backward` switches a model's ``nn.BatchNorm*d``
+modules to these classes in place (same parameters, buffers and state-dict keys). Outside
+training mode, and for non-affine or untracked batch-norm, they behave exactly like their
+parent class.
 """
 
 from __future__ import annotations
@@ -153,21 +154,9 @@ class FastBatchNorm3d(_FastDoubleBackwardMixin, nn.BatchNorm3d):
     """``nn.BatchNorm3d`` with a fast exact double backward in training mode."""
 
 
-_FAST: dict[type[nn.Module], type[nn.Module]] = {
+#: module class -> its class with the closed-form double backward (swapped in place)
+FAST_BATCHNORM: dict[type[nn.Module], type[nn.Module]] = {
     nn.BatchNorm1d: FastBatchNorm1d,
     nn.BatchNorm2d: FastBatchNorm2d,
     nn.BatchNorm3d: FastBatchNorm3d,
 }
-
-
-def use_fast_double_backward(model: nn.Module) -> nn.Module:
-    """Switch every plain ``nn.BatchNorm{1,2,3}d`` of ``model`` to its fast class, in place.
-
-    Parameters, buffers and state-dict keys are unchanged; results are identical up to
-    floating-point rounding. Returns ``model`` for chaining.
-    """
-    for m in model.modules():
-        fast = _FAST.get(type(m))
-        if fast is not None:
-            m.__class__ = fast
-    return model

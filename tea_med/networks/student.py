@@ -6,7 +6,7 @@ import copy
 
 from torch import nn
 
-from tea_med.networks.batchnorm import use_fast_double_backward
+from tea_med.networks.double_backward import use_fast_double_backward
 from tea_med.networks.teacher import teacher_classifier
 
 STUDENT_INITS = ("copy", "random")
@@ -29,7 +29,8 @@ def init_student(teacher: nn.Module, mode: str = "copy", freeze_last: bool = Tru
             (re-initialised except the last linear layer, which is copied; Coloured-MNIST).
         freeze_last: freeze the last linear layer (the paper freezes it).
 
-    The student trains with batch-norm's fast double backward (same state-dict keys).
+    The student trains with the fast double backward of batch-norm and DenseNet concatenation
+    (:func:`use_fast_double_backward`; same state-dict keys).
     """
     if mode not in STUDENT_INITS:
         raise ValueError(f"mode must be one of {STUDENT_INITS}, got {mode!r}")
