@@ -77,6 +77,9 @@ def test_each_stage_trains_with_the_settings_learning_rate_epochs_and_eps(demo_o
     assert runs["student"].data.params["max_epochs"] == "2"  # --student-epochs wins over --epochs
     eps = (runs["student"].data.params["eps_lo"], runs["student"].data.params["eps_hi"])
     assert tuple(map(float, eps)) == (defaults.eps_lo, defaults.eps_hi)
+    student = runs["student"].data.params
+    augmentation = (float(student["rotation_deg"]), float(student["translation_px"]))
+    assert augmentation == (defaults.student_rotation_deg, defaults.student_translation_px)
 
 
 @pytest.mark.parametrize(
@@ -140,9 +143,11 @@ def test_an_unknown_teacher_background_is_refused_before_any_stage_runs(tmp_path
             r"teacher_statistics must be one of \('checkpoint', 'training'\), got 'augmented'",
         ),
         ({"student_warmup_epochs": 3}, "teacher_statistics 'training' needs a frozen teacher"),
+        ({"student_rotation_deg": -5.0}, r"student_rotation_deg must lie in \[0, 180\] degrees, got -5.0"),
+        ({"student_translation_px": -1.0}, "student_translation_px must be >= 0 pixels, got -1.0"),
     ],
 )
-def test_teacher_statistics_the_student_cannot_use_are_refused_before_any_stage_runs(
+def test_student_settings_no_stage_can_use_are_refused_before_any_stage_runs(
     tmp_path: Path, settings: dict[str, Any], message: str
 ) -> None:
     from tea_med.demo import DemoSettings, run_demo
