@@ -267,6 +267,7 @@ def student_overrides(s: DemoSettings, data: Path, ckpt_dir: Path, teacher_ckpt:
         "val_interval": s.student_val_interval,
         "warmup_epochs": s.student_warmup_epochs,
         "teacher_statistics": s.teacher_statistics,
+        "teacher_masks_dir": str(s.out / "teacher_masks"),  # used with teacher_masks true (extra)
         "rotation_deg": s.student_rotation_deg,
         "translation_px": s.student_translation_px,
         "eps_lo": s.eps_lo,

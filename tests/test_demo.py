@@ -202,3 +202,20 @@ def test_the_demo_student_is_a_bundle_that_exports_and_classifies_dicom(
     for f in sources:
         sr = pydicom.dcmread(out / "dicom" / f"{f.stem}_sr.dcm")
         assert sr.StudyInstanceUID == pydicom.dcmread(f).StudyInstanceUID
+
+
+def test_the_student_stage_keeps_teacher_masks_in_the_demo_folder(tmp_path: Path) -> None:
+    """With ``teacher_masks`` switched on (``extra``), the masks go below ``--out``, not into the
+    folder the demo is started from (the bundle's own default is relative to its root)."""
+    from monai.bundle import ConfigParser
+
+    from tea_med.bundled import bundle_dir
+    from tea_med.demo import student_overrides
+
+    s = DemoSettings(out=tmp_path / "demo", extra={"teacher_masks": True})
+    parser = ConfigParser()
+    configs = bundle_dir("tea_student") / "configs"
+    parser.read_config([str(configs / "common.yaml"), str(configs / "train.yaml")])
+    parser.update(student_overrides(s, tmp_path / "data", tmp_path / "models", tmp_path / "model.pt"))
+    assert parser.get_parsed_content("teacher_masks") is True
+    assert Path(parser.get_parsed_content("teacher_masks_dir")) == s.out / "teacher_masks"
