@@ -55,7 +55,7 @@ class TEATrainStep:
         precision: ``"float32"`` (default) or ``"bfloat16"``: the TEA forward passes and heatmaps
             under ``torch.autocast`` in that type (parameters, gradients and the optimiser stay
             float32). Measured at 224 px on this project's CPU (``benchmarks/tea_speed.py``):
-            1.14x faster, but heatmaps 23 % (teacher) and 96 % (student) off float32, since
+            1.04x to 1.31x faster, but heatmaps 23 % (teacher) and 95 % (student) off float32, since
             LRP-ε divides by pre-activations that bfloat16 rounds; off by default.
         channels_last: teacher, student and images in ``torch.channels_last`` memory format
             (the same numbers; faster on GPUs with tensor cores, slower on the CPU measured).
