@@ -20,10 +20,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ignite.engine import Engine, Events
 from monai.handlers import MLFlowHandler
+
+
+def sqlite_artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment of a local SQLite store keeps its artifacts: ``mlruns/`` beside
+    the database (MLflow's own default is ``./mlruns`` of whatever folder a command runs in).
+    ``None`` for any other store (a tracking server decides for itself)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    database = Path(tracking_uri.removeprefix(prefix)).resolve()
+    return (database.parent / "mlruns").as_uri()
 
 
 def executed_config(path: str | None, output_dir: str | os.PathLike[str]) -> str | None:

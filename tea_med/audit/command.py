@@ -72,9 +72,15 @@ def track(outcome: AuditOutcome, tracking_uri: str, context: Mapping[str, Any]) 
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
+    from tea_med.tracking import sqlite_artifact_location
+
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(EXPERIMENT)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
+    if exp is not None:
+        exp_id = exp.experiment_id
+    else:
+        artifacts = sqlite_artifact_location(tracking_uri)
+        exp_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
     run = client.create_run(exp_id, run_name=f"audit_{time.strftime('%Y%m%d_%H%M%S')}")
     now = int(time.time() * 1000)
     metrics = []

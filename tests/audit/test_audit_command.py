@@ -51,6 +51,9 @@ def test_an_audit_writes_its_report_json_and_mlflow_run(setup: tuple[Path, Path]
     (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
     assert "tea_student.swap_flip_rate" in run.data.metrics
     assert {"audit.json", "report.html"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    # the artifacts lie beside the database, not in ./mlruns of the folder the command ran in
+    stored = out / "mlruns" / run.info.run_id / "artifacts" / "audit.json"
+    assert json.loads(stored.read_text()) == data
 
 
 def test_a_gate_above_a_metric_exits_3_and_names_it(
