@@ -52,13 +52,16 @@ def make_teacher(seed: int = 0) -> TeacherPipeline:
     return teacher.eval().requires_grad_(False)
 
 
-def trainer(kind: str, size: int, batch: int, reps: int, **options: Any) -> SupervisedTrainer:
+def trainer(
+    kind: str, size: int, batch: int, reps: int, teacher: TeacherPipeline | None = None, **options: Any
+) -> SupervisedTrainer:
     """A one-epoch ``SupervisedTrainer`` of ``reps`` iterations of step ``kind`` on one batch;
     ``options`` go to ``TEATrainStep`` (``precision``, ``channels_last``). ``tea_masks``: the
     TEA step with the teacher's lung masks computed beforehand and served with the images
-    (``mask_key``), instead of its segmenter in every step."""
+    (``mask_key``), instead of its segmenter in every step. ``teacher``: instead of
+    :func:`make_teacher`'s."""
     x, y = make_batch(batch, size)
-    teacher = make_teacher()
+    teacher = make_teacher() if teacher is None else teacher
     loader = [{"image": x, "label": y}] * reps
     if kind == "tea_masks":
         loader = [{"image": x, "label": y, "lung_mask": teacher.lung_mask(x)}] * reps
