@@ -61,12 +61,12 @@ class DemoSettings:
     #: warm-up co-training (docs/method.md, section 6): the teacher's classifier trains with the
     #: student for this many epochs (0.1 CE + TEA loss), then with CE alone; 0 keeps it frozen.
     #: Three epochs left the students 10.8 / 40.4 / 15.8 deceiving-set points below their
-    #: teachers over seeds 0-2, with gaps up to 0.23 (README, "Known limits"), so it is off.
+    #: teachers over seeds 0-2, with gaps up to 0.23 (docs/demo-experiments.md), so it is off.
     student_warmup_epochs: int = 0
     #: LRP-ε range of the student stage. The X-ray default (docs/method.md, section 3) is
     #: 1e-3..1e-2 and the Coloured-MNIST-like setting 1e-2..1e-1; on the 64-px phantoms the
     #: student passed 0.78 deceiving-set accuracy within 12 epochs with the latter, and had
-    #: 0.74 after 36 with the former (measured; README "Known limits").
+    #: 0.74 after 36 with the former (measured; docs/demo-experiments.md).
     #: the frozen teacher's batch-norm statistics while it explains the student's augmented
     #: training images: "training" re-estimates them on those images (validation keeps the
     #: checkpoint's), "checkpoint" keeps the teacher bundle's, estimated on un-augmented images.
