@@ -162,25 +162,23 @@ def mask_variant_errors(size: int, n: int = 8) -> tuple[dict[str, tuple[float, f
                 opt.zero_grad()
                 loss(seg(x), y).backward()
                 opt.step()
+        teacher = TeacherPipeline(seg.eval(), densenet121(num_classes=3), background="zero").eval()
+        teacher.requires_grad_(False)
         items = [train[j] for j in range(len(train))]
         x = torch.stack([torch.as_tensor(t["image"]).as_subclass(torch.Tensor) for t in items])
         y = torch.stack([torch.as_tensor(t["mask"]).as_subclass(torch.Tensor) for t in items])
-        with torch.no_grad():
-            m = (torch.sigmoid(seg.eval()(x)) > 0.4).to(y.dtype)
+        m = teacher.lung_mask(x)
         dice = float(2 * (m * y).sum() / (m.sum() + y.sum()))
-        teacher = TeacherPipeline(seg.eval(), densenet121(num_classes=3), background="zero").eval()
-        teacher.requires_grad_(False)
         derived = teacher_mask_datalist(datalist, teacher, f"{tmp}/masks", image_size=size, progress=False)
         data = xray_dataset(derived, "training", train_transforms(size, mask_key="teacher_mask"))
         data.transform.set_random_state(seed=1)  # type: ignore[attr-defined]
         items = [data[i % len(data)] for i in range(2 * len(data))]  # two augmentations per image
         x = torch.stack([torch.as_tensor(t["image"]).as_subclass(torch.Tensor) for t in items])
         step_mask = teacher.lung_mask(x)
-        with torch.no_grad():
-            bf16_logits = AutocastSegmenter(seg)(x)
+        bf16_teacher = TeacherPipeline(AutocastSegmenter(seg), teacher.classifier, teacher.threshold)
         masks = {
             MASKS: torch.stack([torch.as_tensor(t["teacher_mask"]).as_subclass(torch.Tensor) for t in items]),
-            BF16_MASKS: (torch.sigmoid(bf16_logits) > teacher.threshold).to(x.dtype),
+            BF16_MASKS: bf16_teacher.lung_mask(x),
         }
         student = init_student(teacher, mode="copy")
         with torch.no_grad():
