@@ -202,6 +202,7 @@ def _common(s: DemoSettings, data: Path, models: Path, epochs: int) -> dict[str,
         "val_interval": s.val_interval,
         "batch_size": s.batch_size,
         "num_workers": 0,
+        "cache_dataset": True,  # the phantoms' preprocessing once, not every epoch: the same batches
         "seed": s.seed,
         **s.extra,
     }

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import monai
 import pytest
 import torch
 from helpers.bundles import SIZE, STUDENT, TEACHER, config_files, root_cause
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.data import CacheDataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.transforms import Compose, CopyItemsd, DeleteItemsd
 
@@ -180,6 +182,48 @@ def test_with_teacher_masks_the_listed_training_chain_carries_the_mask(phantoms:
     for k in ("image", "teacher_mask"):
         assert torch.equal(_plain(got[k]), _plain(want[k])), k
     assert set(torch.unique(_plain(got["teacher_mask"])).tolist()) <= {0.0, 1.0}  # nearest neighbour
+
+
+def _epochs(loader: Any, n: int = 2) -> list[dict[str, torch.Tensor]]:
+    """Every batch of ``n`` epochs, tensors only, as plain tensors."""
+    return [
+        {k: _plain(v).clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        for _ in range(n)
+        for batch in loader
+    ]
+
+
+@pytest.mark.parametrize(("bundle", "name"), [c for c in CASES if WORKFLOWS[c[0]][c[1]] == "train"], ids=_id)
+def test_cached_datasets_give_the_same_batches_as_uncached_ones(
+    bundle: Path, name: str, phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    """``cache_dataset true`` keeps the deterministic preprocessing in memory; the random
+    augmentation still runs per epoch, so two epochs of training batches (and the validation and
+    recalibration batches) equal those of the uncached datasets under the same seed."""
+    if name == "train_classifier":
+        (tmp_path / "models").mkdir()
+        torch.save(lung_segmenter("small").state_dict(), tmp_path / "models" / "segmenter.pt")
+    loaders = ["train#dataloader", "validate#dataloader"]
+    if name != "train_segmenter":
+        loaders.append("recalibration#dataloader")
+    batches: dict[tuple[bool, str], list[dict[str, torch.Tensor]]] = {}
+    for cache in (False, True):
+        parser = _parser(
+            bundle, name, **_overrides(bundle, phantoms, tmp_path, teacher_ckpt), cache_dataset=cache
+        )
+        for key in loaders:
+            dataset = parser.get_parsed_content(key.replace("dataloader", "dataset"))
+            assert isinstance(dataset, CacheDataset) == cache, key
+            monai.utils.set_determinism(seed=7)
+            batches[cache, key] = _epochs(parser.get_parsed_content(key))
+    monai.utils.set_determinism(seed=None)
+    for key in loaders:
+        uncached, cached = batches[False, key], batches[True, key]
+        assert len(cached) == len(uncached) > 0, key
+        for got, want in zip(cached, uncached, strict=True):
+            assert got.keys() == want.keys(), key
+            for k in want:
+                assert torch.equal(got[k], want[k]), (key, k)
 
 
 def test_a_listed_augmentation_argument_can_be_overridden() -> None:
