@@ -219,3 +219,29 @@ def test_the_student_stage_keeps_teacher_masks_in_the_demo_folder(tmp_path: Path
     parser.update(student_overrides(s, tmp_path / "data", tmp_path / "models", tmp_path / "model.pt"))
     assert parser.get_parsed_content("teacher_masks") is True
     assert Path(parser.get_parsed_content("teacher_masks_dir")) == s.out / "teacher_masks"
+
+
+@pytest.mark.slow
+def test_the_progress_display_does_not_change_the_numbers(tmp_path: Path) -> None:
+    """With and without progress bars every stage builds its components in the same order, so
+    under one thread the trained models are the same bits (the stages equal the bundle commands,
+    which show no bars)."""
+    import torch
+
+    from tea_med.demo import run_demo
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for progress in (True, False):
+            settings = DemoSettings(out=tmp_path / str(progress), size=32, n=6, progress=progress)
+            run_demo(settings.scaled(0.07, student_epochs=1), say=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    checkpoints = ["segmenter.pt", "model.pt", "standard/model.pt", "student/model.pt"]
+    for name in checkpoints:
+        shown = torch.load(tmp_path / "True" / "models" / name, weights_only=True)
+        silent = torch.load(tmp_path / "False" / "models" / name, weights_only=True)
+        assert shown.keys() == silent.keys(), name
+        for key, value in shown.items():
+            assert torch.equal(value, silent[key]), f"{name}: {key}"
