@@ -125,6 +125,11 @@ def heatmaps_and_gradient(
     return t.heatmap.float().detach(), s.heatmap.float().detach(), torch.cat([g.flatten() for g in grads])
 
 
+def stacked(items: list[dict[str, Any]], key: str) -> torch.Tensor:
+    """The ``key`` entries of data-set items as one plain batch tensor."""
+    return torch.stack([torch.as_tensor(t[key]).as_subclass(torch.Tensor) for t in items])
+
+
 def relative_l1(a: torch.Tensor, ref: torch.Tensor) -> float:
     return float((a - ref).abs().mean() / ref.abs().mean())
 
@@ -157,27 +162,27 @@ def mask_variant_errors(size: int, n: int = 8) -> tuple[dict[str, tuple[float, f
         for _ in range(100):  # 200 steps: Dice about 0.98 (40 steps left it near 0.76, and unstable)
             for i in range(0, len(train), 4):
                 items = [train[j] for j in range(i, min(i + 4, len(train)))]
-                x = torch.stack([torch.as_tensor(t["image"]).as_subclass(torch.Tensor) for t in items])
-                y = torch.stack([torch.as_tensor(t["mask"]).as_subclass(torch.Tensor) for t in items])
+                x = stacked(items, "image")
+                y = stacked(items, "mask")
                 opt.zero_grad()
                 loss(seg(x), y).backward()
                 opt.step()
         teacher = TeacherPipeline(seg.eval(), densenet121(num_classes=3), background="zero").eval()
         teacher.requires_grad_(False)
         items = [train[j] for j in range(len(train))]
-        x = torch.stack([torch.as_tensor(t["image"]).as_subclass(torch.Tensor) for t in items])
-        y = torch.stack([torch.as_tensor(t["mask"]).as_subclass(torch.Tensor) for t in items])
+        x = stacked(items, "image")
+        y = stacked(items, "mask")
         m = teacher.lung_mask(x)
         dice = float(2 * (m * y).sum() / (m.sum() + y.sum()))
         derived = teacher_mask_datalist(datalist, teacher, f"{tmp}/masks", image_size=size, progress=False)
         data = xray_dataset(derived, "training", train_transforms(size, mask_key="teacher_mask"))
         data.transform.set_random_state(seed=1)  # type: ignore[attr-defined]
         items = [data[i % len(data)] for i in range(2 * len(data))]  # two augmentations per image
-        x = torch.stack([torch.as_tensor(t["image"]).as_subclass(torch.Tensor) for t in items])
+        x = stacked(items, "image")
         step_mask = teacher.lung_mask(x)
         bf16_teacher = TeacherPipeline(AutocastSegmenter(seg), teacher.classifier, teacher.threshold)
         masks = {
-            MASKS: torch.stack([torch.as_tensor(t["teacher_mask"]).as_subclass(torch.Tensor) for t in items]),
+            MASKS: stacked(items, "teacher_mask"),
             BF16_MASKS: bf16_teacher.lung_mask(x),
         }
         student = init_student(teacher, mode="copy")
