@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from helpers.fake_engine import FakeEngine
 from tea_med.engines import TEATask, TEATrainStep
+from tea_med.engines.distributed import finish_distributed, init_distributed
 from tea_med.engines.methods import training_step
 from tea_med.networks import densenet121
 
@@ -49,11 +50,12 @@ def grads(task: TEATask) -> list[torch.Tensor]:
 if __name__ == "__main__":
     out, method = Path(sys.argv[1]), sys.argv[2]
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    init_distributed("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     task = build(rank)
     half = GLOBAL_BATCH // world
     b = {k: v[rank * half : (rank + 1) * half] for k, v in batch().items()}
     step(task, method)(Engine(), b)
     torch.save(grads(task), out / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    finish_distributed()  # the bundles' finalize: every rank meets, then leaves the group
+    assert not dist.is_initialized()
