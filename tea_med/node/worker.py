@@ -5,9 +5,11 @@ For each file in ``incoming/`` (oldest first): when ``results/<uid>/COMPLETE`` a
 otherwise it is preprocessed and classified, and its result (``prediction.json``, the SR and
 the heatmap Secondary Capture) is written to a staging folder that is renamed to
 ``results/<uid>`` with its ``COMPLETE`` marker, copied to ``outbox/`` when results are
-forwarded, and the instance moves to ``done/``. An instance that cannot be classified moves to
-``quarantine/`` with the reason. ``predictions.jsonl`` and ``predictions.csv`` in the spool are
-rebuilt from the result folders at start, so each instance has exactly one line.
+forwarded, its line is appended to ``predictions.jsonl`` and ``predictions.csv`` in the spool,
+and the instance moves to ``done/`` (so an instance in ``done/`` always has its line). An
+instance that cannot be classified moves to ``quarantine/`` with the reason. Both predictions
+files are rebuilt from the result folders at start, so each instance has exactly one line even
+when the node stopped between the line and the move.
 
 The worker runs in its own thread: PyTorch and ONNX Runtime release the GIL while they compute,
 so the association threads keep receiving.
@@ -113,9 +115,9 @@ class Worker(threading.Thread):
             self.quarantined += 1
             logger.exception("instance %s quarantined: classification failed", uid)
             return
+        self._append(prediction)  # before the move: an instance in done/ always has its line
         self.spool.finish(path)
         self.processed += 1
-        self._append(prediction)
         logger.info(
             "instance %s classified: %s (p = %.3f) in %.2f s",
             uid,

@@ -47,6 +47,26 @@ def test_stored_instances_are_classified_once_each(node: StorageNode, phantom_fi
     assert len(_results(spool)) == 6
 
 
+def test_an_instance_is_in_the_predictions_before_it_is_in_done(
+    node: StorageNode, phantom_files: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = node.config.spool
+    lines_at_move: list[list[str]] = []
+    move = node.spool.finish
+
+    def finish(path: Path) -> Path:  # what a reader sees the moment an instance reaches done/
+        lines_at_move.append([r["sop_instance_uid"] for r in _results(spool)])
+        return move(path)
+
+    monkeypatch.setattr(node.spool, "finish", finish)
+    uids = [str(pydicom.dcmread(f).SOPInstanceUID) for f in phantom_files[:2]]
+    assert send(node.config.port, phantom_files[:2]) == [0, 0]
+    wait_for(lambda: len(list((spool / "done").glob("*.dcm"))) == 2)
+    assert [sorted(seen) for seen in lines_at_move] in ([uids[:1], sorted(uids)], [uids[1:], sorted(uids)])
+    with open(spool / "predictions.csv") as fh:
+        assert len(fh.read().splitlines()) == 1 + 2  # header and one row each
+
+
 @pytest.mark.parametrize("per_sender", [5, pytest.param(25, marks=pytest.mark.slow)])
 def test_four_concurrent_senders_get_one_result_per_image(
     node: StorageNode, phantom_files: list[Path], per_sender: int
